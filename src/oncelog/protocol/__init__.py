@@ -1,0 +1,1 @@
+"""Sans-IO Kafka protocol: framing, headers, message codecs, RecordBatch v2."""
