@@ -1,0 +1,499 @@
+"""One partition's log: ordered segments with offset assignment, reads, roll, retention and recovery.
+
+Theory of operation (Kafka's `UnifiedLog`/`LocalLog`/`LogLoader`, single node): the partition directory
+(`{topic}-{partition}`) holds segments named by base offset. The last segment is the active one and the
+only one written; the log end offset is its next offset. An append assigns offsets by rewriting the
+batch's first 16 bytes (base offset, length, partition leader epoch, all outside the CRC) and writes the
+rest of the producer's bytes untouched. The active segment rolls before an append that would pass
+`segment_bytes`, when `segment_ms` has passed since its first append, or when a relative offset would no
+longer fit the int32 index fields.
+
+On one node every appended offset is committed, so the high watermark is the log end offset. Reads
+return whole batches only and may start inside a batch (consumers skip the records below the offset they
+asked for); `max_offset_exclusive` lets the caller stop at the high watermark or the last stable offset.
+
+Durability: appends go to the page cache. A flusher (owned by the server layer) takes `flush_snapshot()`,
+fsyncs the segments it names in a worker thread, then calls `mark_flushed(offset)`, which advances the
+recovery point. Everything below the recovery point is on disk; the recovery point is checkpointed by the
+log manager. On open after an unclean shutdown every segment from the one holding the recovery point on
+is recovered (each batch validated, torn or corrupt tail cut, later segments deleted) and the cut is
+logged with its size. After a clean shutdown the files are trusted, but each segment still checks its
+tail cheaply on open and is recovered if that fails.
+
+Retention (Kafka's `deleteOldSegments`) deletes whole segments from the oldest, never the active one,
+and moves the log start offset to the first remaining segment. Deletion is immediate rather than Kafka's
+rename to `.deleted` and delete later: nothing else reads segment files behind our back.
+
+Producer state (idempotence, `producer_state.py`) lives here too, because it must move in step with the
+log: a client batch of an idempotent producer is checked before it is written (a retried duplicate is
+answered with its original offset and not written), applied after. A snapshot is written at every roll
+(at the new segment's base offset) and on close (at the log end offset); opening loads the newest
+snapshot at or below the log end offset and replays the batch headers after it (Kafka's
+`rebuildProducerState`). Retention keeps the in-memory state and deletes only snapshots below the log
+start offset, the newest excepted.
+
+Not here (yet): the transaction index and the last stable offset, compaction, and DeleteRecords.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from oncelog.errors import ErrorCode, KafkaError
+from oncelog.protocol.records import MAGIC_POSITION, BatchHeader, assigned_prefix, iter_batches
+
+from .checkpoint import fsync_directory
+from .index import INT32_MAX
+from .producer_state import (
+    ProducerStateManager,
+    delete_snapshots_below,
+    list_snapshots,
+    load_latest_snapshot,
+    write_snapshot,
+)
+from .segment import LogSegment
+
+logger = logging.getLogger(__name__)
+
+STRAY_FILE_SUFFIXES = (".deleted", ".cleaned", ".swap")
+"""Leftovers of Kafka's deferred deletion and compaction swaps; removed on open."""
+
+_COMPANION_SUFFIXES = (".index", ".timeindex")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    segment_bytes: int = 1024**3  # log.segment.bytes
+    segment_ms: int = 7 * 24 * 3600 * 1000  # log.roll.ms
+    retention_ms: int = 7 * 24 * 3600 * 1000  # log.retention.ms (-1 = forever)
+    retention_bytes: int = -1  # log.retention.bytes (-1 = unlimited)
+    index_interval_bytes: int = 4096  # log.index.interval.bytes
+    message_bytes_max: int = 1048588  # max.message.bytes (largest batch accepted)
+
+    def __post_init__(self) -> None:
+        # Index positions are int32, so a segment can never be larger than that.
+        assert 0 < self.segment_bytes <= INT32_MAX, "segment_bytes must fit an int32 index position"
+        assert self.segment_ms > 0 and self.index_interval_bytes >= 0 and self.message_bytes_max > 0
+
+
+REPLAY_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    duplicate: bool = False
+    """True when the batch was a producer's retry of a batch already in the log: nothing was written."""
+    timestamp: int = -1
+    """For a duplicate, the timestamp recorded with the original batch."""
+
+
+class PartitionLog:
+    """The log of one partition. Not thread-safe: the broker's event loop is its only caller (the
+    flusher's worker thread only calls `LogSegment.fsync` on segments from `flush_snapshot`)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        segments: list[LogSegment],
+        *,
+        log_start_offset: int,
+        recovery_point: int,
+    ) -> None:
+        assert segments, "a partition log always has an active segment"
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self._segments = segments
+        self._log_start_offset = log_start_offset
+        self._recovery_point = recovery_point
+        self._closed = False
+        self.producer_state = ProducerStateManager()
+
+    # --- opening ----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        *,
+        recovery_point: int,
+        log_start_offset: int,
+        clean_shutdown: bool,
+        now_ms: int,
+    ) -> PartitionLog:
+        """Load (and if needed recover) the partition in `directory`, creating it if it is missing."""
+        name = f"{topic}-{partition}"
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            fsync_directory(directory.parent)
+        segments = [
+            _new_segment(directory, config, base, now_ms) for base in _segment_base_offsets(directory)
+        ]
+        if not segments:
+            segments.append(_new_segment(directory, config, log_start_offset, now_ms))
+        first_recovered = len(segments)
+        if not clean_shutdown:
+            bases = [segment.base_offset for segment in segments]
+            first_recovered = max(bisect_right(bases, recovery_point) - 1, 0)
+        _recover_segments(name, segments, first_recovered, config)
+        log_start_offset = max(log_start_offset, segments[0].base_offset)
+        log = cls(
+            directory, topic, partition, config, segments, log_start_offset=log_start_offset, recovery_point=0
+        )
+        if log._log_start_offset > log.log_end_offset:
+            # The log lost its tail below the checkpointed log start offset. Starting empty at the log
+            # start offset (Kafka's `truncateFullyAndStartAt`) keeps offsets from ever being reused.
+            logger.warning(
+                "partition=%s log_start_offset=%d is past the recovered log end offset %d: starting empty",
+                name,
+                log._log_start_offset,
+                log.log_end_offset,
+            )
+            log._start_at(log._log_start_offset, now_ms)
+        # Recovered segments were fsynced by `recover`, trusted ones were durable already.
+        log._recovery_point = log.log_end_offset
+        log._rebuild_producer_state()
+        return log
+
+    def _rebuild_producer_state(self) -> None:
+        """Newest snapshot ≤ log end offset, then replay every batch header after it (no checks)."""
+        state = load_latest_snapshot(self.directory, self.log_end_offset, self.name)
+        if state is None or state.last_map_offset < self._log_start_offset:
+            state = state or ProducerStateManager()
+            state.last_map_offset = max(state.last_map_offset, self._log_start_offset)
+        offset = state.last_map_offset
+        replayed = 0
+        while offset < self.log_end_offset:
+            data = self.read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset)
+            if not data:
+                break
+            for _position, header in iter_batches(data):
+                if header.last_offset >= offset:
+                    state.apply(header, header.base_offset, header.max_timestamp)
+                    state.advance(header.next_offset)
+                    replayed += 1
+                offset = max(offset, header.next_offset)
+        self.producer_state = state
+        if replayed:
+            logger.info("partition=%s rebuilt producer state from %d batches (%d producers)",
+                        self.name, replayed, len(state.entries))
+
+    def take_producer_snapshot(self) -> None:
+        """Write a snapshot at the current map offset unless one exists there already."""
+        state = self.producer_state
+        if not state.entries and state.last_map_offset <= self._log_start_offset:
+            return  # nothing a snapshot would save replaying
+        existing = list_snapshots(self.directory)
+        if existing and existing[-1] >= state.last_map_offset:
+            return
+        write_snapshot(self.directory, state)
+
+    # --- properties -------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Single node: every appended offset is committed, so the high watermark is the log end offset."""
+        return self.log_end_offset
+
+    @property
+    def recovery_point(self) -> int:
+        """Every offset below this is fsynced."""
+        return self._recovery_point
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments)
+
+    @property
+    def segments(self) -> Sequence[LogSegment]:
+        return tuple(self._segments)
+
+    # --- appending --------------------------------------------------------------------------------
+
+    def append(
+        self, batch: bytes, header: BatchHeader, now_ms: int, *, partition_leader_epoch: int = 0
+    ) -> AppendResult:
+        """Append one validated client batch at the log end offset.
+
+        Batches of idempotent producers go through the producer-state check first: a duplicate is not
+        written (its original offset is returned), a stale epoch or a sequence gap raises KafkaError.
+        """
+        assert not self._closed and len(batch) == header.size and header.last_offset_delta >= 0
+        if header.producer_id >= 0:
+            duplicate = self.producer_state.check(header)
+            if duplicate is not None:
+                return AppendResult(duplicate.base_offset, duplicate=True, timestamp=duplicate.timestamp)
+        base_offset = self._append_bytes(batch, header, now_ms, partition_leader_epoch)
+        self.producer_state.apply(header, base_offset, header.max_timestamp)
+        self.producer_state.advance(base_offset + header.last_offset_delta + 1)
+        return AppendResult(base_offset)
+
+    def _append_bytes(self, batch: bytes, header: BatchHeader, now_ms: int, partition_leader_epoch: int) -> int:
+        if header.size > self.config.message_bytes_max:
+            raise KafkaError(
+                ErrorCode.message_too_large,
+                f"batch of {header.size} bytes exceeds max.message.bytes {self.config.message_bytes_max}",
+            )
+        if header.size > self.config.segment_bytes:
+            raise KafkaError(
+                ErrorCode.record_list_too_large,
+                f"batch of {header.size} bytes exceeds segment.bytes {self.config.segment_bytes}",
+            )
+        base_offset = self.log_end_offset
+        last_offset = base_offset + header.last_offset_delta
+        active = self._segments[-1]
+        if active.size > 0 and self._should_roll(active, header.size, last_offset, now_ms):
+            active = self._roll(now_ms)
+        active.append(
+            assigned_prefix(base_offset, header.batch_length, partition_leader_epoch),
+            memoryview(batch)[MAGIC_POSITION:],
+            base_offset,
+            last_offset,
+            header.max_timestamp,
+            now_ms=now_ms,
+        )
+        return base_offset
+
+    def _should_roll(self, active: LogSegment, batch_bytes: int, last_offset: int, now_ms: int) -> bool:
+        roll_base_ms = active.roll_base_ms
+        return (
+            active.size + batch_bytes > self.config.segment_bytes
+            or (roll_base_ms is not None and now_ms - roll_base_ms >= self.config.segment_ms)
+            or last_offset - active.base_offset > INT32_MAX
+        )
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        # The flusher fsyncs the old segment's data; its indexes are final now, so make them durable.
+        self._segments[-1].flush_indexes()
+        self.take_producer_snapshot()
+        segment = _new_segment(self.directory, self.config, self.log_end_offset, now_ms)
+        self._segments.append(segment)
+        logger.info("partition=%s rolled new segment=%s", self.name, segment.log_path.name)
+        return segment
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def read(
+        self, fetch_offset: int, max_bytes: int, max_offset_exclusive: int, min_one_batch: bool = True
+    ) -> bytes:
+        """Whole batches from the one holding `fetch_offset`, across segments, up to `max_bytes` (or one
+        oversized batch with `min_one_batch`, KIP-74), stopping before `max_offset_exclusive`."""
+        log_end_offset = self.log_end_offset
+        if not self._log_start_offset <= fetch_offset <= log_end_offset:
+            raise KafkaError(
+                ErrorCode.offset_out_of_range,
+                f"partition={self.name} fetch offset {fetch_offset} is outside "
+                f"[{self._log_start_offset}, {log_end_offset}]",
+            )
+        first = max(
+            bisect_right(self._segments, fetch_offset, key=lambda segment: segment.base_offset) - 1, 0
+        )
+        chunks: list[bytes] = []
+        remaining_bytes = max(max_bytes, 0)  # a client's negative limit reads like 0, never an assert
+        offset = fetch_offset
+        for segment in self._segments[first:]:
+            if offset >= max_offset_exclusive:
+                break
+            data, offset = segment.read_extent(
+                max(offset, segment.base_offset),
+                remaining_bytes,
+                max_offset_exclusive,
+                min_one_batch and not chunks,
+            )
+            if data:
+                chunks.append(data)
+                remaining_bytes -= len(data)
+            # Move on to the next segment only when this one has nothing more to give.
+            if offset < segment.next_offset or remaining_bytes <= 0:
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first batch whose max timestamp is ≥ `timestamp`, or None.
+
+        The offset is the batch's base offset (see `LogSegment.find_offset_for_timestamp`), raised to
+        the log start offset if the batch begins below it.
+        """
+        for segment in self._segments:
+            if segment.max_timestamp < timestamp:
+                continue
+            found = segment.find_offset_for_timestamp(timestamp)
+            if found is not None:
+                return max(found[0], self._log_start_offset), found[1]
+        return None
+
+    # --- durability -------------------------------------------------------------------------------
+
+    def flush_snapshot(self) -> tuple[int, list[LogSegment]]:
+        """(log end offset now, segments that may hold data at or above the recovery point).
+
+        Once a worker has fsynced those segments, everything below the returned offset is durable and
+        the owner calls `mark_flushed(offset)`. A segment deleted meanwhile turns its fsync into a no-op.
+        """
+        recovery_point = self._recovery_point
+        return self.log_end_offset, [s for s in self._segments if s.next_offset > recovery_point]
+
+    def mark_flushed(self, offset: int) -> None:
+        """Advance the recovery point to `offset` (never backwards, never past the log end offset)."""
+        self._recovery_point = max(self._recovery_point, min(offset, self.log_end_offset))
+
+    # --- retention and truncation -----------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the oldest non-active segments past `retention_ms` or beyond `retention_bytes`; move
+        the log start offset to the first remaining segment. Returns the number of segments deleted."""
+        config = self.config
+        total_bytes = self.size_bytes
+        deleted = 0
+        while len(self._segments) > 1:
+            segment = self._segments[0]
+            newest_ms = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms
+            expired = config.retention_ms >= 0 and newest_ms < now_ms - config.retention_ms
+            oversized = config.retention_bytes >= 0 and total_bytes - segment.size >= config.retention_bytes
+            if not (expired or oversized):
+                break
+            self._segments.pop(0)
+            total_bytes -= segment.size
+            segment.delete()
+            deleted += 1
+            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        if deleted:
+            newest = list_snapshots(self.directory)[-1:]
+            delete_snapshots_below(self.directory, self._log_start_offset, keep=newest)
+            logger.info(
+                "partition=%s retention deleted %d segments, log_start_offset=%d",
+                self.name,
+                deleted,
+                self._log_start_offset,
+            )
+        return deleted
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset ≥ `offset` (a batch straddling it goes whole)."""
+        assert offset >= 0
+        if offset >= self.log_end_offset:
+            return
+        if offset <= self._segments[0].base_offset:
+            self._start_at(offset, 0)
+        else:
+            while self._segments[-1].base_offset >= offset:
+                self._segments.pop().delete()
+            self._segments[-1].truncate_to(offset)
+        self._recovery_point = min(self._recovery_point, self.log_end_offset)
+        self._log_start_offset = min(self._log_start_offset, self.log_end_offset)
+        self._rebuild_producer_state()
+
+    def _start_at(self, offset: int, now_ms: int) -> None:
+        """Delete every segment and continue with an empty one at `offset`."""
+        for segment in self._segments:
+            segment.delete()
+        self._segments = [_new_segment(self.directory, self.config, offset, now_ms)]
+        self._log_start_offset = offset
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """fsync everything, then close every file. Idempotent."""
+        if self._closed:
+            return
+        self.take_producer_snapshot()
+        for segment in self._segments:
+            segment.fsync()
+            segment.flush_indexes()
+            segment.close()
+        self._recovery_point = self.log_end_offset
+        self._closed = True
+
+    def delete(self) -> None:
+        """Close without flushing and remove the partition directory."""
+        for segment in self._segments:
+            segment.close()
+        self._closed = True
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.name}, log_start_offset={self._log_start_offset}, "
+            f"log_end_offset={self.log_end_offset}, segments={len(self._segments)})"
+        )
+
+
+def _new_segment(directory: Path, config: LogConfig, base_offset: int, now_ms: int) -> LogSegment:
+    return LogSegment(
+        directory, base_offset, index_interval_bytes=config.index_interval_bytes, opened_ms=now_ms
+    )
+
+
+def _segment_base_offsets(directory: Path) -> list[int]:
+    """Base offsets of the `.log` files in `directory`, sorted; removes stray and orphaned files.
+    Files that are not named like segment files are left alone (other components own them)."""
+    bases: set[int] = set()
+    companions: list[tuple[int, Path]] = []
+    for entry in directory.iterdir():
+        if not entry.is_file():
+            continue
+        if entry.name.endswith(STRAY_FILE_SUFFIXES):
+            entry.unlink()
+            continue
+        stem, _, suffix = entry.name.partition(".")
+        if len(stem) != 20 or not stem.isdigit():
+            continue
+        if suffix == "log":
+            bases.add(int(stem))
+        elif "." + suffix in _COMPANION_SUFFIXES:
+            companions.append((int(stem), entry))
+    for base, entry in companions:
+        if base not in bases:
+            entry.unlink()
+    return sorted(bases)
+
+
+def _recover_segments(name: str, segments: list[LogSegment], first_recovered: int, config: LogConfig) -> None:
+    """Recover `segments[first_recovered:]` and any segment whose open-time check failed; after a
+    truncation, delete every later segment (their offsets would no longer follow on)."""
+    # A batch on disk may predate a lowered max.message.bytes; only a batch no segment could hold is
+    # certainly corrupt.
+    max_batch_bytes = max(config.message_bytes_max, config.segment_bytes)
+    index = 0
+    while index < len(segments):
+        segment = segments[index]
+        if index >= first_recovered or segment.needs_recovery:
+            truncated = segment.recover(max_batch_bytes)
+            if truncated:
+                later = segments[index + 1 :]
+                del segments[index + 1 :]
+                for doomed in later:
+                    doomed.delete()
+                logger.warning(
+                    "partition=%s segment=%s truncated %d bytes of torn or corrupt tail%s",
+                    name,
+                    segment.log_path.name,
+                    truncated,
+                    f"; deleted {len(later)} later segments" if later else "",
+                )
+        index += 1

@@ -1,0 +1,439 @@
+"""One log segment: a `.log` file of RecordBatch v2 batches with its sparse offset and time indexes.
+
+Theory of operation (mirrors Kafka's `LogSegment`): the segment is named by its base offset
+(`{base_offset:020d}.log`, `.index`, `.timeindex`) and only ever grows at the end. The log file is a raw fd
+opened with O_APPEND; `size` (the byte position of the end) is kept in memory, so the file is never
+stat'ed on the hot path. An append is one `os.writev` of the broker-rewritten 16-byte prefix and the rest
+of the producer's bytes, so the batch is never copied; a failed or partial write is cut off again so the
+file always ends on a batch boundary in a running broker. Every `index_interval_bytes` the batch being
+appended gets an offset index entry (its last offset, Kafka's choice) and, if the segment's maximum
+timestamp grew, a time index entry.
+
+Reads return whole batches only. The offset index gives a position at or before the batch that holds
+the start offset; one `os.pread` of `max_bytes` plus one index interval usually covers both the scan
+to the start batch and the batches returned, and the batch headers are walked in memory.
+
+Opening an existing segment is cheap: the data before the last offset index entry is trusted, and the
+batches after it (about one index interval) are walked to find the next offset and the maximum timestamp
+and to check the tail is whole. If that check fails, or the owner knows the shutdown was unclean,
+`recover` validates every batch (length, magic, CRC-32C, increasing offsets), rebuilds both indexes and
+cuts the file at the first bad byte.
+
+Threads: the owner (the event loop) does everything except `fsync`, which a flusher may run in a worker
+thread; a lock makes `close`/`delete` wait for an fsync in progress, and fsync after close is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from oncelog.protocol.records import (
+    BATCH_HEADER_BYTES,
+    LOG_OVERHEAD_BYTES,
+    MAGIC_V2,
+    NO_TIMESTAMP,
+    BatchHeader,
+    crc_of,
+    parse_header,
+)
+
+from .checkpoint import fsync_directory
+from .index import INT32_MAX, OffsetIndex, TimeIndex
+
+BATCH_LENGTH_MIN = BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES
+"""The smallest BatchLength a well-formed batch can have: a header and no records."""
+
+SCAN_CHUNK_BYTES = 64 * 1024
+"""Bytes read at a time when only batch headers are needed (open-time tail check, timestamp search)."""
+
+RECOVERY_CHUNK_BYTES = 1024 * 1024
+"""Bytes read at a time by `recover`, which needs every byte for the CRC."""
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+class LogSegment:
+    """A `.log` file and its indexes. Not thread-safe except for `fsync` (see the module docstring)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        *,
+        index_interval_bytes: int = 4096,
+        opened_ms: int = 0,
+    ) -> None:
+        assert base_offset >= 0 and index_interval_bytes >= 0
+        self._directory = directory
+        self._base_offset = base_offset
+        self._index_interval_bytes = index_interval_bytes
+        self._opened_ms = opened_ms
+        self.log_path = directory / segment_file_name(base_offset, ".log")
+        existed = self.log_path.exists()
+        # A new file's directory entry must reach the disk before the file's data counts as durable.
+        self._directory_synced = existed
+        self._lock = threading.Lock()
+        self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._next_offset = base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = base_offset
+        self._bytes_since_index_entry = 0
+        self._offset_index = OffsetIndex(
+            directory / segment_file_name(base_offset, ".index"), base_offset, self._size
+        )
+        tail_whole, tail_max = self._scan_tail()
+        self._time_index = TimeIndex(
+            directory / segment_file_name(base_offset, ".timeindex"), base_offset, self._next_offset
+        )
+        self._combine_max_timestamp(tail_max)
+        # A missing offset index on a non-empty segment is rebuilt by recovery rather than scanned
+        # around on every read.
+        self.needs_recovery = not tail_whole or (self._size > 0 and not self._offset_index.existed)
+        self._roll_base_ms: int | None = opened_ms if self._size > 0 else None
+
+    # --- properties -------------------------------------------------------------------------------
+
+    @property
+    def base_offset(self) -> int:
+        return self._base_offset
+
+    @property
+    def size(self) -> int:
+        """Bytes in the log file (the position where the next batch goes)."""
+        return self._size
+
+    @property
+    def next_offset(self) -> int:
+        """Offset after the last batch, or the base offset when the segment is empty."""
+        return self._next_offset
+
+    @property
+    def max_timestamp(self) -> int:
+        """Largest batch MaxTimestamp in the segment, or -1 when no batch carries one."""
+        return self._max_timestamp
+
+    @property
+    def roll_base_ms(self) -> int | None:
+        """When the segment's time-based roll clock started: the wall-clock time of the first append, or
+        the time the segment was opened if it already held data; None while empty."""
+        return self._roll_base_ms
+
+    @property
+    def last_modified_ms(self) -> int:
+        """The log file's mtime, which retention uses when batches carry no timestamps (as Kafka)."""
+        return os.stat(self.log_path).st_mtime_ns // 1_000_000
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def append(
+        self,
+        prefix: bytes,
+        rest: memoryview | bytes,
+        first_offset: int,
+        last_offset: int,
+        max_timestamp: int,
+        *,
+        now_ms: int,
+    ) -> int:
+        """Write one batch (`prefix` + `rest`) at the end; return the position it was written at."""
+        assert self._fd >= 0, "append to a closed segment"
+        assert self._next_offset <= first_offset <= last_offset
+        assert last_offset - self._base_offset <= INT32_MAX
+        position = self._size
+        size = len(prefix) + len(rest)
+        assert position + size <= INT32_MAX, "index positions are int32: the owner rolls before this"
+        self._write([memoryview(prefix), memoryview(rest)])
+        self._size += size
+        self._track(position, size, last_offset, max_timestamp)
+        self._next_offset = last_offset + 1
+        if self._roll_base_ms is None:
+            self._roll_base_ms = now_ms
+        return position
+
+    def _write(self, buffers: list[memoryview]) -> None:
+        try:
+            while buffers:
+                written = os.writev(self._fd, buffers)
+                while buffers and written >= len(buffers[0]):
+                    written -= len(buffers[0])
+                    buffers.pop(0)
+                if buffers and written:
+                    buffers[0] = buffers[0][written:]
+        except OSError:
+            # A torn batch at the end would be served to readers and cut only by the next recovery:
+            # remove it now so the file keeps ending on a batch boundary.
+            os.ftruncate(self._fd, self._size)
+            raise
+
+    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int) -> None:
+        """Account for a batch written at `position`: maximum timestamp and sparse index entries."""
+        if max_timestamp > self._max_timestamp:
+            self._max_timestamp = max_timestamp
+            self._offset_of_max_timestamp = last_offset
+        # Position 0 needs no entry: a lookup with no entry at or below the offset answers 0 anyway.
+        if position > 0 and self._bytes_since_index_entry >= self._index_interval_bytes:
+            self._offset_index.append(last_offset, position)
+            # Time index entries only when the maximum grew, so both of its columns stay increasing.
+            last_time_entry = self._time_index.last_entry()
+            if self._max_timestamp > NO_TIMESTAMP and (
+                last_time_entry is None
+                or (
+                    self._max_timestamp > last_time_entry[0]
+                    and self._offset_of_max_timestamp > last_time_entry[1]
+                )
+            ):
+                self._time_index.append(self._max_timestamp, self._offset_of_max_timestamp)
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += size
+
+    def truncate_to(self, offset: int) -> int:
+        """Drop every batch holding an offset ≥ `offset` (Kafka's `LogSegment.truncateTo`: a batch that
+        straddles `offset` goes whole). Returns the number of bytes removed."""
+        if offset >= self._next_offset:
+            return 0
+        cut = self._size
+        for position, header in self._walk(self._offset_index.lookup(offset), self._size):
+            if header.last_offset >= offset:
+                cut = position
+                break
+        removed = self._size - cut
+        os.ftruncate(self._fd, cut)
+        self._size = cut
+        self._offset_index.truncate_to(offset)
+        self._time_index.truncate_to(offset)
+        _tail_whole, tail_max = self._scan_tail()
+        self._combine_max_timestamp(tail_max)
+        if self._size == 0:
+            self._roll_base_ms = None
+        return removed
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def read(
+        self, start_offset: int, max_bytes: int, max_offset_exclusive: int, min_one_batch: bool
+    ) -> bytes:
+        """Whole batches from the one holding `start_offset`, stopping before a batch whose base offset is
+        ≥ `max_offset_exclusive` and after at most `max_bytes` bytes, except that with `min_one_batch` an
+        oversized first batch is returned whole (KIP-74)."""
+        return self.read_extent(start_offset, max_bytes, max_offset_exclusive, min_one_batch)[0]
+
+    def read_extent(
+        self, start_offset: int, max_bytes: int, max_offset_exclusive: int, min_one_batch: bool
+    ) -> tuple[bytes, int]:
+        """`read`, plus the offset a follow-up read would start at: the offset after the last batch
+        returned, or `start_offset` when nothing was returned."""
+        assert max_bytes >= 0
+        if start_offset >= min(self._next_offset, max_offset_exclusive):
+            return b"", start_offset
+        position = self._offset_index.lookup(start_offset)
+        # Enough to walk from the index entry to the start batch (about one index interval) and to hold
+        # everything we may return, so one pread is usually all it takes.
+        chunk_bytes = max_bytes + self._index_interval_bytes + BATCH_HEADER_BYTES
+        buffer_position, buffer = position, b""
+        start = end = -1
+        resume_offset = start_offset
+        while position + BATCH_HEADER_BYTES <= self._size:
+            if position + BATCH_HEADER_BYTES > buffer_position + len(buffer):
+                buffer_position = position
+                buffer = self._pread(position, min(chunk_bytes, self._size - position))
+            header = parse_header(buffer, position - buffer_position)
+            assert header.batch_length >= BATCH_LENGTH_MIN, "a validated segment holds only whole batches"
+            if start < 0:
+                if header.last_offset < start_offset:
+                    position += header.size
+                    continue
+                if header.base_offset >= max_offset_exclusive:
+                    break
+                start = position
+                if header.size > max_bytes:
+                    if min_one_batch:
+                        end, resume_offset = position + header.size, header.next_offset
+                    break
+            elif header.base_offset >= max_offset_exclusive or position + header.size - start > max_bytes:
+                break
+            position += header.size
+            end, resume_offset = position, header.next_offset
+        if end < 0:
+            return b"", start_offset
+        if buffer_position <= start and end <= buffer_position + len(buffer):
+            return buffer[start - buffer_position : end - buffer_position], resume_offset
+        return self._pread(start, end - start), resume_offset
+
+    def find_offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(base offset, max timestamp) of the first batch whose max timestamp is ≥ `timestamp`.
+
+        Kafka's `LogSegment.findOffsetByTimestamp` answers the first *record* at or after the timestamp;
+        we answer the batch's base offset so records are never decoded. The batch holds that record, and
+        consumers skip records below the offset they asked for, so the difference is a few extra records
+        returned to the caller, never a missed one.
+        """
+        if self._max_timestamp < timestamp:
+            return None
+        position = self._offset_index.lookup(self._time_index.lookup(timestamp))
+        for _position, header in self._walk(position, self._size):
+            if header.max_timestamp >= timestamp:
+                return header.base_offset, header.max_timestamp
+        return None
+
+    def _pread(self, position: int, size: int) -> bytes:
+        # Short reads are legal: loop until we have `size` bytes or reach the end of the file.
+        chunks: list[bytes] = []
+        while size > 0:
+            chunk = os.pread(self._fd, size, position)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            position += len(chunk)
+            size -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _walk(self, position: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Yield (position, header) of each batch between `position` and `end`, reading headers in
+        chunks; stops at a header whose batch cannot be whole (too short, or running past `end`)."""
+        buffer_position, buffer = position, b""
+        while position + BATCH_HEADER_BYTES <= end:
+            if position + BATCH_HEADER_BYTES > buffer_position + len(buffer):
+                buffer_position = position
+                buffer = self._pread(position, min(SCAN_CHUNK_BYTES, end - position))
+                if len(buffer) < BATCH_HEADER_BYTES:
+                    return
+            header = parse_header(buffer, position - buffer_position)
+            if header.batch_length < BATCH_LENGTH_MIN or position + header.size > end:
+                return
+            yield position, header
+            position += header.size
+
+    # --- loading and recovery ---------------------------------------------------------------------
+
+    def _plausible(self, header: BatchHeader, base_offset_min: int) -> bool:
+        return (
+            header.magic == MAGIC_V2
+            and header.batch_length >= BATCH_LENGTH_MIN
+            and header.last_offset_delta >= 0
+            and header.base_offset >= base_offset_min
+            and header.last_offset - self._base_offset <= INT32_MAX
+        )
+
+    def _scan_tail(self) -> tuple[bool, tuple[int, int]]:
+        """Walk the batches after the last offset index entry: set the next offset and the bytes since
+        that entry; return whether they end exactly at `size`, and (max timestamp, its offset) seen."""
+        entry = self._offset_index.last_entry()
+        start = entry[1] if entry is not None else 0
+        next_offset = self._base_offset
+        tail_max = (NO_TIMESTAMP, self._base_offset)
+        end = start
+        for position, header in self._walk(start, self._size):
+            indexed_batch_mismatch = (
+                entry is not None and position == start and header.last_offset != entry[0]
+            )
+            if indexed_batch_mismatch or not self._plausible(header, next_offset):
+                break
+            next_offset = header.next_offset
+            if header.max_timestamp > tail_max[0]:
+                tail_max = (header.max_timestamp, header.last_offset)
+            end = position + header.size
+        self._next_offset = next_offset
+        self._bytes_since_index_entry = end - start
+        return end == self._size, tail_max
+
+    def _combine_max_timestamp(self, tail_max: tuple[int, int]) -> None:
+        # The last time index entry holds the maximum over every batch up to the last offset index
+        # entry; the tail walk covers the rest.
+        time_entry = self._time_index.last_entry()
+        if time_entry is not None and time_entry[0] >= tail_max[0]:
+            self._max_timestamp, self._offset_of_max_timestamp = time_entry
+        else:
+            self._max_timestamp, self._offset_of_max_timestamp = tail_max
+
+    def recover(self, max_batch_bytes: int) -> int:
+        """Validate every batch from position 0, rebuild both indexes and cut the file at the first
+        invalid or torn byte (Kafka's `LogSegment.recover`). Returns the number of bytes cut."""
+        assert self._fd >= 0
+        self._offset_index.truncate_to(self._base_offset)
+        self._time_index.truncate_to(self._base_offset)
+        self._next_offset = self._base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = self._base_offset
+        self._bytes_since_index_entry = 0
+        file_size = os.fstat(self._fd).st_size
+        position = 0
+        buffer_position, buffer = 0, b""
+        while position + BATCH_HEADER_BYTES <= file_size:
+            if position + BATCH_HEADER_BYTES > buffer_position + len(buffer):
+                buffer_position = position
+                buffer = self._pread(position, min(RECOVERY_CHUNK_BYTES, file_size - position))
+            header = parse_header(buffer, position - buffer_position)
+            if (
+                not self._plausible(header, self._next_offset)
+                or header.size > max_batch_bytes
+                or position + header.size > file_size
+            ):
+                break
+            if position + header.size > buffer_position + len(buffer):
+                buffer_position = position
+                buffer = self._pread(
+                    position, min(max(RECOVERY_CHUNK_BYTES, header.size), file_size - position)
+                )
+            if crc_of(buffer, position - buffer_position, header.size) != header.crc:
+                break
+            self._track(position, header.size, header.last_offset, header.max_timestamp)
+            self._next_offset = header.next_offset
+            position += header.size
+        truncated = file_size - position
+        if truncated:
+            os.ftruncate(self._fd, position)
+        self._size = position
+        # Recovery runs once at start; making its result durable now lets the owner advance the
+        # recovery point past it.
+        os.fsync(self._fd)
+        self.flush_indexes()
+        self.needs_recovery = False
+        if self._size == 0:
+            self._roll_base_ms = None
+        elif self._roll_base_ms is None:
+            self._roll_base_ms = self._opened_ms
+        return truncated
+
+    # --- durability and lifecycle -----------------------------------------------------------------
+
+    def fsync(self) -> None:
+        """fsync the log file (and, the first time, its directory). Safe from a worker thread."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            os.fsync(self._fd)
+            if not self._directory_synced:
+                fsync_directory(self._directory)
+                self._directory_synced = True
+
+    def flush_indexes(self) -> None:
+        """fsync both index files; the owner calls this when the segment stops being active."""
+        self._offset_index.flush()
+        self._time_index.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        self._offset_index.close()
+        self._time_index.close()
+
+    def delete(self) -> None:
+        self.close()
+        self._offset_index.delete()
+        self._time_index.delete()
+        self.log_path.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LogSegment({self.log_path.name}, size={self._size}, next_offset={self._next_offset})"
