@@ -1,0 +1,266 @@
+"""Broker and topic configuration under Kafka's own property names.
+
+Theory of operation: `BrokerConfig` is frozen and built once from (in increasing precedence) defaults,
+a `server.properties` file and `--override key=value` pairs. Unknown broker properties are rejected with
+a message naming the property, so a typo never silently does nothing. Topic-level configs (`retention.ms`,
+`message.timestamp.type`, ...) default to their broker-level twins (`log.retention.ms`, ...) exactly as in
+Kafka's `LogConfig`; a topic stores only its overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid; the message says which and why."""
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_timestamp_type(value: str) -> str:
+    if value not in ("CreateTime", "LogAppendTime"):
+        raise ValueError("expected CreateTime or LogAppendTime")
+    return value
+
+
+def _parse_cleanup_policy(value: str) -> str:
+    parts = sorted(part.strip() for part in value.split(","))
+    if not parts or any(part not in ("delete", "compact") for part in parts):
+        raise ValueError("expected delete, compact or compact,delete")
+    return ",".join(parts)
+
+
+def _parse_compression_type(value: str) -> str:
+    # Only "producer" keeps batches as bytes; a recompressing broker would re-encode every batch.
+    if value != "producer":
+        raise ValueError("oncelog stores batches as the producer compressed them: only 'producer' is supported")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything the broker reads at start. Field names are Kafka's property names with `_` for `.`."""
+
+    host: str = "127.0.0.1"
+    port: int = 9092
+    data_dir: Path = Path("oncelog-data")
+    node_id: int = 1
+    num_partitions: int = 1
+    auto_create_topics_enable: bool = True
+    default_replication_factor: int = 1
+    message_max_bytes: int = 1048588
+    socket_request_max_bytes: int = 100 * 1024 * 1024
+    log_segment_bytes: int = 1024 * 1024 * 1024
+    log_roll_ms: int = 7 * DAY_MS
+    log_retention_ms: int = 7 * DAY_MS
+    log_retention_bytes: int = -1
+    log_retention_check_interval_ms: int = 300_000
+    log_index_interval_bytes: int = 4096
+    log_message_timestamp_type: str = "CreateTime"
+    log_cleanup_policy: str = "delete"
+    log_flush_interval_ms: int = 1000
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    fetch_max_wait_ms_max: int = 30_000
+    connection_requests_in_flight_max: int = 64
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+# property name -> (field name, parser)
+_INT: Callable[[str], Any] = int
+_BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "listeners.host": ("host", str),
+    "port": ("port", _INT),
+    "log.dir": ("data_dir", Path),
+    "log.dirs": ("data_dir", Path),
+    "node.id": ("node_id", _INT),
+    "broker.id": ("node_id", _INT),
+    "num.partitions": ("num_partitions", _INT),
+    "auto.create.topics.enable": ("auto_create_topics_enable", _parse_bool),
+    "default.replication.factor": ("default_replication_factor", _INT),
+    "message.max.bytes": ("message_max_bytes", _INT),
+    "socket.request.max.bytes": ("socket_request_max_bytes", _INT),
+    "log.segment.bytes": ("log_segment_bytes", _INT),
+    "log.roll.ms": ("log_roll_ms", _INT),
+    "log.roll.hours": ("log_roll_ms", lambda v: int(v) * 3600 * 1000),
+    "log.retention.ms": ("log_retention_ms", _INT),
+    "log.retention.minutes": ("log_retention_ms", lambda v: int(v) * 60 * 1000),
+    "log.retention.hours": ("log_retention_ms", lambda v: int(v) * 3600 * 1000),
+    "log.retention.bytes": ("log_retention_bytes", _INT),
+    "log.retention.check.interval.ms": ("log_retention_check_interval_ms", _INT),
+    "log.index.interval.bytes": ("log_index_interval_bytes", _INT),
+    "log.message.timestamp.type": ("log_message_timestamp_type", _parse_timestamp_type),
+    "log.cleanup.policy": ("log_cleanup_policy", _parse_cleanup_policy),
+    "log.flush.interval.ms": ("log_flush_interval_ms", _INT),
+    "log.flush.offset.checkpoint.interval.ms": ("log_flush_offset_checkpoint_interval_ms", _INT),
+}
+
+# Kafka broker properties we accept and ignore because they have no meaning on one node.
+_IGNORED_PROPERTIES = frozenset(
+    {
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "min.insync.replicas",
+        "process.roles",
+        "controller.quorum.voters",
+        "listeners",
+        "advertised.listeners",
+        "inter.broker.listener.name",
+        "controller.listener.names",
+        "listener.security.protocol.map",
+        "num.network.threads",
+        "num.io.threads",
+        "num.recovery.threads.per.data.dir",
+        "socket.send.buffer.bytes",
+        "socket.receive.buffer.bytes",
+        "zookeeper.connect",
+    }
+)
+
+
+def _validate(config: BrokerConfig) -> None:
+    checks = [
+        (0 <= config.port <= 65535, "port must be within 0..65535"),
+        (config.num_partitions >= 1, "num.partitions must be at least 1"),
+        (config.message_max_bytes >= 128, "message.max.bytes must be at least 128"),
+        (config.log_segment_bytes >= 1024, "log.segment.bytes must be at least 1024"),
+        (config.log_segment_bytes >= config.message_max_bytes, "log.segment.bytes must be ≥ message.max.bytes"),
+        (config.log_index_interval_bytes >= 0, "log.index.interval.bytes must not be negative"),
+        (config.log_flush_interval_ms >= 1, "log.flush.interval.ms must be at least 1"),
+        (config.socket_request_max_bytes >= config.message_max_bytes, "socket.request.max.bytes too small"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load_properties(path: Path) -> dict[str, str]:
+    """Read a Java-style .properties file (`key=value`, `#` comments)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    properties: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected key=value, got {line!r}")
+        properties[key.strip()] = value.strip()
+    return properties
+
+
+def broker_config(properties: Mapping[str, str], **explicit: Any) -> BrokerConfig:
+    """Build a BrokerConfig from Kafka properties, then explicit keyword fields (CLI flags) on top."""
+    values: dict[str, Any] = {}
+    for key, raw in properties.items():
+        if key in _IGNORED_PROPERTIES:
+            continue
+        if key not in _BROKER_PROPERTIES:
+            raise ConfigError(f"unknown broker property {key!r}; see `oncelog serve --help` for the list")
+        name, parse = _BROKER_PROPERTIES[key]
+        try:
+            values[name] = parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"invalid value {raw!r} for {key}: {error}") from error
+    names = {f.name for f in fields(BrokerConfig)}
+    for name, value in explicit.items():
+        assert name in names, name
+        if value is not None:
+            values[name] = value
+    config = BrokerConfig(**values)
+    _validate(config)
+    return config
+
+
+def broker_property_names() -> list[str]:
+    return sorted(_BROKER_PROPERTIES)
+
+
+# --- topic configs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfigSpec:
+    name: str
+    broker_field: str | None
+    parse: Callable[[str], Any]
+    kind: str = "LONG"
+    """Kafka's ConfigType name, for DescribeConfigs."""
+
+
+TOPIC_CONFIGS: dict[str, TopicConfigSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicConfigSpec("segment.bytes", "log_segment_bytes", _INT, "INT"),
+        TopicConfigSpec("segment.ms", "log_roll_ms", _INT),
+        TopicConfigSpec("retention.ms", "log_retention_ms", _INT),
+        TopicConfigSpec("retention.bytes", "log_retention_bytes", _INT),
+        TopicConfigSpec("index.interval.bytes", "log_index_interval_bytes", _INT, "INT"),
+        TopicConfigSpec("max.message.bytes", "message_max_bytes", _INT, "INT"),
+        TopicConfigSpec("message.timestamp.type", "log_message_timestamp_type", _parse_timestamp_type, "STRING"),
+        TopicConfigSpec("cleanup.policy", "log_cleanup_policy", _parse_cleanup_policy, "LIST"),
+        TopicConfigSpec("compression.type", None, _parse_compression_type, "STRING"),
+        TopicConfigSpec("min.insync.replicas", None, _INT, "INT"),
+    )
+}
+
+_TOPIC_DEFAULTS_WITHOUT_BROKER_FIELD = {"compression.type": "producer", "min.insync.replicas": "1"}
+
+
+def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
+    """Check topic overrides; returns the normalised ones. Raises ConfigError naming the bad entry."""
+    normalised: dict[str, str] = {}
+    for name, value in configs.items():
+        spec = TOPIC_CONFIGS.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown topic config {name!r}")
+        if value is None:
+            continue
+        try:
+            parsed = spec.parse(value)
+        except ValueError as error:
+            raise ConfigError(f"invalid value {value!r} for topic config {name}: {error}") from error
+        normalised[name] = str(parsed)
+    return normalised
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """The effective config of one topic: its overrides over the broker defaults."""
+
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def value(self, name: str, broker: BrokerConfig) -> str:
+        if name in self.overrides:
+            return self.overrides[name]
+        spec = TOPIC_CONFIGS[name]
+        if spec.broker_field is None:
+            return _TOPIC_DEFAULTS_WITHOUT_BROKER_FIELD[name]
+        return str(getattr(broker, spec.broker_field))
+
+    def int_value(self, name: str, broker: BrokerConfig) -> int:
+        return int(self.value(name, broker))
+
+    def is_default(self, name: str) -> bool:
+        return name not in self.overrides

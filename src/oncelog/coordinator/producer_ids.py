@@ -1,0 +1,55 @@
+"""Producer id allocation that never reuses an id, even across restarts.
+
+Theory of operation: Kafka hands out producer ids in blocks of 1000 reserved through its controller
+(`ProducerIdManager`). We do the same against a file: `producer-ids` in the data directory holds the
+first id of the next unreserved block. Taking a new block rewrites that file durably (temp file, fsync,
+rename) *before* any id of the block is returned, so after a crash the broker resumes above every id it
+ever gave out; ids left unused in a reserved block are simply skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BLOCK_SIZE = 1000
+FILE_NAME = "producer-ids"
+PRODUCER_ID_MAX = 2**63 - 1
+
+
+class ProducerIdAllocator:
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / FILE_NAME
+        self._next = 0
+        self._block_end = 0
+        if self._path.exists():
+            text = self._path.read_text().strip()
+            if not text.isdigit():
+                raise ValueError(f"{self._path} does not hold a producer id high-water mark: {text!r}")
+            self._next = self._block_end = int(text)
+
+    def allocate(self) -> int:
+        if self._next >= self._block_end:
+            self._reserve(self._next + BLOCK_SIZE)
+        producer_id = self._next
+        self._next += 1
+        return producer_id
+
+    def _reserve(self, block_end: int) -> None:
+        assert block_end <= PRODUCER_ID_MAX
+        temporary = self._path.with_suffix(".tmp")
+        with open(temporary, "w") as handle:
+            handle.write(f"{block_end}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self._path)
+        directory = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._block_end = block_end
+
+    @property
+    def high_water_mark(self) -> int:
+        return self._block_end

@@ -1,0 +1,72 @@
+"""What a handler receives and what it may return.
+
+Theory of operation: a handler is a plain function `handle(context, request) -> Outcome` that runs on the
+broker's event loop without awaiting (rule 1 of docs/architecture: only `server/` awaits). When a
+response must wait (acks=all durability, a long-poll fetch), the handler returns a description of the
+wait and a continuation, and the server does the waiting between two synchronous calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from oncelog.broker import Broker
+    from oncelog.log.partition import PartitionLog
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    broker: Broker
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    peer: str
+
+
+class _NoResponse:
+    """acks=0 produce: Kafka sends nothing back."""
+
+
+class _CloseConnection:
+    """acks=0 produce that failed: Kafka closes the connection so the client notices."""
+
+
+NO_RESPONSE: Final = _NoResponse()
+CLOSE_CONNECTION: Final = _CloseConnection()
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitDurable:
+    """Answer with `respond()` once every (log, offset) is fsynced below offset."""
+
+    targets: list[tuple[PartitionLog, int]]
+    respond: Callable[[], Any]
+    on_failure: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitData:
+    """Wake when any of `logs` changes or `wait_ms` passes, then call `retry(deadline_passed)`."""
+
+    logs: list[PartitionLog]
+    wait_ms: int
+    retry: Callable[[bool], Any]
+
+
+Outcome = Any
+"""A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitDurable or AwaitData."""
+
+Handler = Callable[[RequestContext, Any], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiHandler:
+    api_key: int
+    name: str
+    version_min: int
+    version_max: int
+    handle: Handler

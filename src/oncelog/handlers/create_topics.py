@@ -1,0 +1,81 @@
+"""CreateTopics (key 19), versions 2–5.
+
+Behaviour (Kafka's `ControllerApis.createTopics` on one node):
+- Illegal name → INVALID_TOPIC_EXCEPTION; existing → TOPIC_ALREADY_EXISTS; a name twice in one request →
+  INVALID_REQUEST for both; partitions ≤ 0 (other than -1 = default) → INVALID_PARTITIONS; replication
+  factor other than 1 or -1 → INVALID_REPLICATION_FACTOR; manual assignments other than this node →
+  INVALID_REPLICA_ASSIGNMENT; unknown or invalid config → INVALID_CONFIG.
+- `validate_only` checks everything and creates nothing.
+- v5+ responses carry the partition count, replication factor and the topic's effective configs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from oncelog.config import TOPIC_CONFIGS
+from oncelog.errors import ErrorCode, KafkaError
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 19
+VERSIONS = (2, 5)
+
+CONFIG_SOURCE_TOPIC = 1
+CONFIG_SOURCE_DEFAULT = 5
+
+
+def _create_one(context: RequestContext, topic: Any, validate_only: bool) -> dict[str, Any]:
+    broker = context.broker
+    node = broker.config.node_id
+    result: dict[str, Any] = {"name": topic.name, "error_code": ErrorCode.none, "error_message": None,
+                              "configs": None}
+    try:
+        num_partitions = int(topic.num_partitions)
+        replication_factor = int(topic.replication_factor)
+        if topic.assignments:
+            if num_partitions != -1 or replication_factor != -1:
+                raise KafkaError(ErrorCode.invalid_request,
+                                 "both assignments and a partition count or replication factor were given")
+            indexes = sorted(a.partition_index for a in topic.assignments)
+            if indexes != list(range(len(indexes))) or any(list(a.broker_ids) != [node]
+                                                           for a in topic.assignments):
+                raise KafkaError(ErrorCode.invalid_replica_assignment,
+                                 f"every partition must be assigned to the single broker {node}")
+            num_partitions, replication_factor = len(indexes), 1
+        configs = {config.name: config.value for config in topic.configs}
+        partitions, replicas, topic_config = broker.create_topic(
+            topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
+        )
+    except KafkaError as error:
+        result.update(error_code=error.code, error_message=error.message)
+        return result
+    result.update(
+        num_partitions=partitions,
+        replication_factor=replicas,
+        configs=[
+            {
+                "name": name,
+                "value": topic_config.value(name, broker.config),
+                "read_only": False,
+                "config_source": CONFIG_SOURCE_DEFAULT if topic_config.is_default(name) else CONFIG_SOURCE_TOPIC,
+                "is_sensitive": False,
+            }
+            for name in sorted(TOPIC_CONFIGS)
+        ],
+    )
+    return result
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    counts = Counter(topic.name for topic in request.topics)
+    results = []
+    for topic in request.topics:
+        if counts[topic.name] > 1:
+            results.append({"name": topic.name, "error_code": ErrorCode.invalid_request,
+                            "error_message": "topic named more than once in the request", "configs": None})
+        else:
+            results.append(_create_one(context, topic, bool(request.validate_only)))
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": results})

@@ -1,0 +1,27 @@
+"""DescribeCluster (key 60), versions 0–1: this node as the only broker and the controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 60
+VERSIONS = (0, 1)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    broker = context.broker
+    node = broker.config.node_id
+    return build_response(API_KEY, context.api_version, {
+        "throttle_time": 0,
+        "error_code": ErrorCode.none,
+        "error_message": None,
+        "cluster_id": broker.cluster_id,
+        "controller_id": node,
+        "brokers": [{"broker_id": node, "host": broker.config.host, "port": broker.advertised_port}],
+        "cluster_authorized_operations": -2147483648,
+    })

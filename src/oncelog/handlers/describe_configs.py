@@ -1,0 +1,106 @@
+"""DescribeConfigs (key 32), versions 1–4.
+
+Behaviour:
+- TOPIC resources (type 2): every topic config with its effective value; source TOPIC_CONFIG for
+  overrides, DEFAULT_CONFIG otherwise; synonyms (v1+ `include_synonyms`) name the broker property behind
+  each default. Unknown topic → UNKNOWN_TOPIC_OR_PARTITION.
+- BROKER resources (type 4) named by our node id (or "" for the default): the broker's properties, read
+  only, source STATIC_BROKER_CONFIG. Another id → INVALID_REQUEST.
+- `configuration_keys` filters the list; other resource types → INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_names
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 32
+VERSIONS = (1, 4)
+
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+SOURCE_TOPIC_CONFIG = 1
+SOURCE_STATIC_BROKER_CONFIG = 4
+SOURCE_DEFAULT_CONFIG = 5
+_CONFIG_TYPES = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7}
+
+
+def _broker_property_of(field_name: str) -> str:
+    for name in broker_property_names():
+        if name.replace(".", "_") == field_name or (field_name == "data_dir" and name == "log.dirs"):
+            return name
+    return field_name
+
+
+def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -> list[dict[str, Any]]:
+    topic = context.broker.logs.topic(name)
+    assert topic is not None
+    broker = context.broker.config
+    entries = []
+    for config_name, spec in sorted(TOPIC_CONFIGS.items()):
+        default = topic.config.is_default(config_name)
+        synonyms = []
+        if include_synonyms and spec.broker_field is not None:
+            synonyms.append({"name": _broker_property_of(spec.broker_field),
+                             "value": str(getattr(broker, spec.broker_field)),
+                             "source": SOURCE_STATIC_BROKER_CONFIG})
+        entries.append({
+            "name": config_name,
+            "value": topic.config.value(config_name, broker),
+            "read_only": False,
+            "config_source": SOURCE_DEFAULT_CONFIG if default else SOURCE_TOPIC_CONFIG,
+            "is_default": default,
+            "is_sensitive": False,
+            "synonyms": synonyms,
+            "config_type": _CONFIG_TYPES.get(spec.kind, 0),
+            "documentation": None,
+        })
+    return entries
+
+
+def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
+    entries = []
+    for f in fields(config):
+        entries.append({
+            "name": _broker_property_of(f.name),
+            "value": str(getattr(config, f.name)),
+            "read_only": True,
+            "config_source": SOURCE_STATIC_BROKER_CONFIG,
+            "is_default": False,
+            "is_sensitive": False,
+            "synonyms": [],
+            "documentation": None,
+        })
+    return entries
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    results = []
+    include_synonyms = bool(getattr(request, "include_synonyms", False))
+    for resource in request.resources:
+        result: dict[str, Any] = {"error_code": ErrorCode.none, "error_message": None,
+                                  "resource_type": resource.resource_type,
+                                  "resource_name": resource.resource_name, "configs": []}
+        resource_type = int(resource.resource_type)
+        if resource_type == RESOURCE_TOPIC:
+            if context.broker.logs.topic(resource.resource_name) is None:
+                result.update(error_code=ErrorCode.unknown_topic_or_partition,
+                              error_message=f"topic '{resource.resource_name}' does not exist")
+            else:
+                result["configs"] = _topic_configs(context, resource.resource_name, include_synonyms)
+        elif resource_type == RESOURCE_BROKER and resource.resource_name in ("", str(context.broker.config.node_id)):
+            result["configs"] = _broker_configs(context.broker.config)
+        else:
+            result.update(error_code=ErrorCode.invalid_request,
+                          error_message=f"unsupported resource {resource_type}:{resource.resource_name}")
+        keys = resource.configuration_keys
+        if keys is not None:
+            result["configs"] = [c for c in result["configs"] if c["name"] in keys]
+        results.append(result)
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})

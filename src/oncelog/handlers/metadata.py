@@ -1,0 +1,92 @@
+"""Metadata (key 3), versions 1–12.
+
+Behaviour:
+- This node is the only broker, the controller (librdkafka's admin client needs a controller id) and the
+  leader of every partition, with a constant leader epoch and itself as the only replica and ISR.
+- `topics = null` lists every topic; an empty list lists none.
+- Unknown topics are created with the broker defaults when `auto.create.topics.enable` is on and the
+  request allows it (v4+ `allow_auto_topic_creation`; always for v1–3), else UNKNOWN_TOPIC_OR_PARTITION.
+  Creation is synchronous here, so the response already carries the new partitions (Kafka first answers
+  LEADER_NOT_AVAILABLE while its controller works).
+- Illegal names get INVALID_TOPIC_EXCEPTION.
+- Topic ids are real (stored in topics.json); Fetch stays ≤ 12 so librdkafka keeps fetching by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.broker import LEADER_EPOCH
+from oncelog.errors import ErrorCode
+from oncelog.log.manager import Topic, topic_name_problem
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 3
+VERSIONS = (1, 12)
+
+_UNKNOWN_TOPIC_ID = None
+
+
+def topic_entry(context: RequestContext, topic: Topic) -> dict[str, Any]:
+    node = context.broker.config.node_id
+    return {
+        "error_code": ErrorCode.none,
+        "name": topic.name,
+        "topic_id": topic.topic_id,
+        "is_internal": topic.internal,
+        "partitions": [
+            {
+                "error_code": ErrorCode.none,
+                "partition_index": index,
+                "leader_id": node,
+                "leader_epoch": LEADER_EPOCH,
+                "replica_nodes": [node],
+                "isr_nodes": [node],
+                "offline_replicas": [],
+            }
+            for index in range(len(topic.partitions))
+        ],
+    }
+
+
+def _error_entry(name: str | None, code: ErrorCode) -> dict[str, Any]:
+    return {"error_code": code, "name": name, "topic_id": _UNKNOWN_TOPIC_ID, "partitions": []}
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    broker = context.broker
+    topics: list[dict[str, Any]] = []
+    if request.topics is None:
+        topics = [topic_entry(context, topic) for topic in broker.logs.topics()]
+    else:
+        allow_auto_create = context.api_version < 4 or bool(request.allow_auto_topic_creation)
+        for requested in request.topics:
+            name = requested.name
+            if name is None:  # v10+ lookup by topic id
+                topics.append(_error_entry(None, ErrorCode.unknown_topic_id))
+                continue
+            topic = broker.logs.topic(name)
+            if topic is None and topic_name_problem(name) is not None:
+                topics.append(_error_entry(name, ErrorCode.invalid_topic_exception))
+                continue
+            if topic is None and allow_auto_create:
+                topic = broker.auto_create_topic(name)
+            if topic is None:
+                topics.append(_error_entry(name, ErrorCode.unknown_topic_or_partition))
+            else:
+                topics.append(topic_entry(context, topic))
+    config = broker.config
+    return build_response(
+        API_KEY,
+        context.api_version,
+        {
+            "throttle_time": 0,
+            "brokers": [{"node_id": config.node_id, "host": config.host, "port": broker.advertised_port}],
+            "cluster_id": broker.cluster_id,
+            "controller_id": config.node_id,
+            "topics": topics,
+            "cluster_authorized_operations": -2147483648,
+        },
+    )

@@ -1,0 +1,40 @@
+"""OffsetForLeaderEpoch (key 23), versions 2–4.
+
+Behaviour: the leader epoch never changes on one node, so every epoch up to ours ends at the log end
+offset. A requested epoch above ours is answered as Kafka's `lastOffsetForLeaderEpoch` answers an epoch it
+has not seen (epoch -1, offset -1); a `current_leader_epoch` above ours → UNKNOWN_LEADER_EPOCH.
+librdkafka only sends this when a leader epoch changes, which never happens here (KIP-320).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.broker import LEADER_EPOCH
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 23
+VERSIONS = (2, 4)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    topics = []
+    for topic in request.topics:
+        partitions = []
+        for partition in topic.partitions:
+            log = context.broker.logs.get(topic.topic, partition.partition)
+            entry: dict[str, Any] = {"partition": partition.partition, "error_code": ErrorCode.none}
+            if log is None:
+                entry["error_code"] = ErrorCode.unknown_topic_or_partition
+            elif int(partition.current_leader_epoch) > LEADER_EPOCH:
+                entry["error_code"] = ErrorCode.unknown_leader_epoch
+            elif int(partition.leader_epoch) > LEADER_EPOCH:
+                entry.update(leader_epoch=-1, end_offset=-1)
+            else:
+                entry.update(leader_epoch=LEADER_EPOCH, end_offset=log.log_end_offset)
+            partitions.append(entry)
+        topics.append({"topic": topic.topic, "partitions": partitions})
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})

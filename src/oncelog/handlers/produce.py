@@ -1,0 +1,113 @@
+"""Produce (key 0), versions 3–10.
+
+Behaviour:
+- acks must be -1, 0 or 1, else INVALID_REQUIRED_ACKS for every partition.
+- Each partition's records must be exactly one RecordBatch v2 that passes `validate_client_batch`
+  (size ≤ the topic's max.message.bytes → MESSAGE_TOO_LARGE, CRC → CORRUPT_MESSAGE, counts, no control
+  batches → INVALID_RECORD). Records are never decompressed.
+- Unknown topic or partition → UNKNOWN_TOPIC_OR_PARTITION (Produce never auto-creates; Metadata does).
+  Internal topics (`__*`) cannot be written by clients → INVALID_TOPIC_EXCEPTION, as in Kafka.
+- Batches of idempotent producers (producer id ≥ 0) are checked against the partition's producer state
+  first (docs/kafka-eos-reference.md §4.2): a retried batch still in the last-five window is answered
+  NONE with its *original* base offset and not written again; a stale epoch → INVALID_PRODUCER_EPOCH;
+  a sequence gap → OUT_OF_ORDER_SEQUENCE_NUMBER; an unknown producer is accepted at any sequence.
+- The log assigns offsets by rewriting the batch's base offset and leader epoch. LogAppendTime topics get
+  the timestamp-type bit, MaxTimestamp = now and a new CRC; `log_append_time` is then now, else -1.
+- acks=1 is answered once the batch is written to the segment file (the page cache survives kill -9);
+  acks=-1 (all) only after the flusher fsynced it; acks=0 gets no response, and a failure closes the
+  connection (`KafkaApis.handleProduceRequest`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.errors import ErrorCode, KafkaError
+from oncelog.log.partition import PartitionLog
+from oncelog.protocol.codec import build_response
+from oncelog.protocol.records import parse_header, validate_client_batch, with_log_append_time
+
+from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitDurable, RequestContext
+
+API_KEY = 0
+VERSIONS = (3, 10)
+
+_VALID_ACKS = (-1, 0, 1)
+
+
+def _partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_append_time: int = -1,
+                      log_start_offset: int = -1, message: str | None = None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "error_code": code,
+        "base_offset": base_offset,
+        "log_append_time": log_append_time,
+        "log_start_offset": log_start_offset,
+        "record_errors": [],
+        "error_message": message,
+    }
+
+
+def _append(context: RequestContext, topic_name: str, index: int, records: bytes | None,
+            appended: list[tuple[PartitionLog, int]]) -> dict[str, Any]:
+    broker = context.broker
+    topic = broker.logs.topic(topic_name)
+    if topic is None or not 0 <= index < len(topic.partitions):
+        return _partition_result(index, ErrorCode.unknown_topic_or_partition)
+    if topic.internal:
+        return _partition_result(index, ErrorCode.invalid_topic_exception, message="internal topic")
+    log = topic.partitions[index]
+    try:
+        if records is None:
+            raise KafkaError(ErrorCode.invalid_record, "records are null")
+        header = validate_client_batch(records, topic.config.int_value("max.message.bytes", broker.config))
+        now_ms = broker.now_ms()
+        log_append_time_topic = topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime"
+        if log_append_time_topic:
+            records = with_log_append_time(records, now_ms)
+            header = parse_header(records)
+        result = log.append(records, header, now_ms)
+    except KafkaError as error:
+        return _partition_result(index, error.code, log_start_offset=log.log_start_offset, message=error.message)
+    # A duplicate may still be on its way to disk: acks=all waits for the original batch either way.
+    appended.append((log, result.base_offset + header.record_count))
+    log_append_time = -1
+    if log_append_time_topic:
+        log_append_time = result.timestamp if result.duplicate else now_ms
+    return _partition_result(index, ErrorCode.none, result.base_offset, log_append_time, log.log_start_offset)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    acks = int(request.acks)
+    appended: list[tuple[PartitionLog, int]] = []
+    topics: list[dict[str, Any]] = []
+    for topic_data in request.topic_data:
+        partitions = []
+        for partition_data in topic_data.partition_data:
+            if acks not in _VALID_ACKS:
+                partitions.append(_partition_result(partition_data.index, ErrorCode.invalid_required_acks))
+            else:
+                partitions.append(
+                    _append(context, topic_data.name, partition_data.index, partition_data.records, appended)
+                )
+        topics.append({"name": topic_data.name, "partition_responses": partitions})
+    for log, _offset in appended:
+        context.broker.log_changed(log)
+
+    def respond() -> Any:
+        return build_response(API_KEY, context.api_version, {"responses": topics, "throttle_time": 0})
+
+    if acks == 0:
+        failed = any(p["error_code"] != ErrorCode.none for t in topics for p in t["partition_responses"])
+        return CLOSE_CONNECTION if failed else NO_RESPONSE
+    if acks == -1 and appended:
+
+        def storage_failed() -> Any:
+            for topic in topics:
+                for partition in topic["partition_responses"]:
+                    if partition["error_code"] == ErrorCode.none:
+                        partition["error_code"] = ErrorCode.kafka_storage_error
+            return respond()
+
+        return AwaitDurable(appended, respond, storage_failed)
+    return respond()

@@ -1,0 +1,1 @@
+"""The asyncio layer: listener, connections, flusher, long-poll wake-ups. The only code that awaits."""

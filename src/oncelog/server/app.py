@@ -1,0 +1,112 @@
+"""The running broker: listener, connections, flusher and periodic maintenance on one event loop.
+
+Theory of operation: `BrokerServer.start()` loads the logs (recovery happens here), binds the listener
+and starts the flusher and the maintenance task (retention every `log.retention.check.interval.ms`,
+checkpoints every `log.flush.offset.checkpoint.interval.ms`). `stop()` is the clean shutdown Kafka does:
+stop accepting, let in-flight requests finish (bounded), fsync everything, write checkpoints and the
+clean-shutdown marker. Everything runs on the loop that called `start()`; nothing here takes locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from oncelog.broker import Broker
+from oncelog.config import BrokerConfig
+from oncelog.log.partition import PartitionLog
+
+from .connection import Connection
+from .flusher import Flusher
+from .waiters import DataWaiters
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig, broker: Broker | None = None) -> None:
+        self.config = config
+        self.broker = broker or Broker(config)
+        self.flusher = Flusher(config.log_flush_interval_ms)
+        self.waiters = DataWaiters()
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connections: dict[asyncio.Task[Any], Connection] = {}
+        self.port = config.port
+
+    async def start(self) -> None:
+        broker = self.broker
+        broker.start()
+        broker.on_log_changed = self._log_changed
+        self._refresh_tracked_logs()
+        self._server = await asyncio.start_server(
+            self._accept, self.config.host, self.config.port, reuse_address=True, backlog=512
+        )
+        sockets = self._server.sockets
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        broker.advertised_port = self.port
+        self._tasks = [
+            asyncio.create_task(self.flusher.run(), name="flusher"),
+            asyncio.create_task(self._maintenance(), name="maintenance"),
+        ]
+
+    def _log_changed(self, log: PartitionLog) -> None:
+        self.waiters.notify(log)
+
+    def _refresh_tracked_logs(self) -> None:
+        self.flusher.track(list(self.broker.logs.logs()))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = Connection(self.broker, self.flusher, self.waiters, reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = connection
+        try:
+            await connection.serve()
+        except Exception:
+            logger.exception("peer=%s connection failed", connection.peer)
+        finally:
+            self._connections.pop(task, None)
+
+    async def _maintenance(self) -> None:
+        retention_s = self.config.log_retention_check_interval_ms / 1000
+        checkpoint_s = self.config.log_flush_offset_checkpoint_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_retention = loop.time() + retention_s
+        next_checkpoint = loop.time() + checkpoint_s
+        while True:
+            await asyncio.sleep(max(0.05, min(next_retention, next_checkpoint, loop.time() + 1) - loop.time()))
+            self._refresh_tracked_logs()
+            now = loop.time()
+            if now >= next_retention:
+                next_retention = now + retention_s
+                deleted = self.broker.logs.apply_retention(self.broker.now_ms())
+                if deleted:
+                    logger.info("retention deleted %d segments", deleted)
+            if now >= next_checkpoint:
+                next_checkpoint = now + checkpoint_s
+                self.broker.logs.write_checkpoints()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # Read no more requests; answer those taken (parked fetches are woken and answer now).
+        for connection in list(self._connections.values()):
+            connection.stop_reading()
+        self.waiters.notify_all()
+        if self._connections:
+            _done, pending = await asyncio.wait(list(self._connections), timeout=SHUTDOWN_GRACE_S)
+            for task in pending:
+                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flusher.stop()
+        self.broker.close()
+        logger.info("oncelog stopped cleanly")
