@@ -1,0 +1,155 @@
+"""The `oncelog` command: run a broker, and manage topics on a running one.
+
+    oncelog serve [--host H] [--port P] [--data-dir D] [--config server.properties] [--override k=v ...]
+    oncelog topics list|describe|create|delete [--bootstrap H:P] ...
+
+Errors are printed as one line saying what to do, with exit code 2 for usage and configuration errors
+and 1 for a broker that cannot be reached or refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from oncelog import __version__
+from oncelog.config import BrokerConfig, ConfigError, broker_config, broker_property_names, load_properties
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _serve_parser(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run a broker",
+        description="Run a single-node Kafka-compatible broker. It prints 'oncelog listening on HOST:PORT' "
+        "once it accepts connections and shuts down cleanly on SIGTERM or Ctrl-C.",
+        epilog="Broker properties (Kafka names) for --config/--override: " + ", ".join(broker_property_names()),
+    )
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on; 0 picks a free one (default 9092)")
+    serve.add_argument("--data-dir", type=Path, default=None, help="where logs live (default ./oncelog-data)")
+    serve.add_argument("--config", type=Path, default=None, metavar="FILE", help="a server.properties file")
+    serve.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="set a broker property, e.g. --override num.partitions=3 (repeatable; wins over --config)",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _topics_parser(subparsers: Any) -> None:
+    topics = subparsers.add_parser("topics", help="list, describe, create and delete topics")
+    actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
+                            help=f"broker address (default {DEFAULT_BOOTSTRAP})")
+        return parser
+
+    with_bootstrap(actions.add_parser("list", help="list topics with partition counts"))
+    describe = with_bootstrap(actions.add_parser("describe", help="partitions, offsets and configs of topics"))
+    describe.add_argument("names", nargs="*", metavar="TOPIC", help="topics to describe (default: all)")
+    create = with_bootstrap(actions.add_parser("create", help="create a topic"))
+    create.add_argument("name", metavar="TOPIC")
+    create.add_argument("--partitions", type=int, default=-1, help="partition count (default: num.partitions)")
+    create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="topic config, e.g. --config retention.ms=60000 (repeatable)")
+    delete = with_bootstrap(actions.add_parser("delete", help="delete topics and their data"))
+    delete.add_argument("names", nargs="+", metavar="TOPIC")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oncelog",
+        description="A Kafka-compatible streaming log with exactly-once semantics. Any Kafka client can "
+        "connect to `oncelog serve`.",
+    )
+    parser.add_argument("--version", action="version", version=f"oncelog {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _serve_parser(subparsers)
+    _topics_parser(subparsers)
+    return parser
+
+
+def _key_values(pairs: list[str], what: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {pair!r} is not KEY=VALUE")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def serve_config(args: argparse.Namespace) -> BrokerConfig:
+    properties = load_properties(args.config) if args.config else {}
+    properties.update(_key_values(args.override, "--override"))
+    return broker_config(properties, host=args.host, port=args.port, data_dir=args.data_dir)
+
+
+async def _serve(config: BrokerConfig) -> None:
+    from oncelog.server.app import BrokerServer
+
+    server = BrokerServer(config)
+    await server.start()
+    print(f"oncelog listening on {config.host}:{server.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logging.getLogger("oncelog").info("shutting down")
+    await server.stop()
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = serve_config(args)
+    except ConfigError as error:
+        print(f"oncelog: {error}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    from oncelog.log.manager import DataDirInUse
+
+    try:
+        runner(_serve(config))
+    except DataDirInUse as error:
+        print(f"oncelog: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"oncelog: cannot listen on {config.host}:{config.port}: {error.strerror}. "
+              "Pick another --port (0 chooses a free one).", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _run_serve(args)
+    from oncelog import admin
+    from oncelog.client import ClientError
+
+    try:
+        return admin.run_topics(args)
+    except ClientError as error:
+        print(f"oncelog: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:
+        print(f"oncelog: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""A small blocking Kafka client for the CLI and for raw-protocol tests.
+
+It speaks the same codecs as the broker (kio), negotiates nothing fancy: `request(api_key, version,
+fields)` sends one request built from a dict and returns the decoded response. It is deliberately tiny;
+applications should use a real Kafka client.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from oncelog.protocol.codec import build_request, decode_response, encode_request
+
+
+class ClientError(RuntimeError):
+    """The broker could not be reached or answered something we cannot read."""
+
+
+def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClientError(f"bootstrap address {bootstrap!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class KafkaClient:
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "oncelog-cli") -> None:
+        host, port = parse_bootstrap(bootstrap)
+        try:
+            self._socket = socket.create_connection((host, port), timeout=timeout_s)
+        except OSError as error:
+            raise ClientError(
+                f"cannot connect to {bootstrap}: {error.strerror or error}. Is `oncelog serve` running there?"
+            ) from error
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._correlation_id = 0
+        self._client_id = client_id
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> KafkaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self._socket.sendall(data)
+
+    def receive_frame(self) -> bytes:
+        (size,) = struct.unpack(">i", self._receive_exactly(4))
+        return self._receive_exactly(size)
+
+    def _receive_exactly(self, count: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < count:
+            chunk = self._socket.recv(count - len(chunks))
+            if not chunk:
+                raise ClientError("the broker closed the connection")
+            chunks += chunk
+        return bytes(chunks)
+
+    def request(self, api_key: int, api_version: int, fields: dict[str, Any], *, expect_response: bool = True) -> Any:
+        self._correlation_id += 1
+        correlation_id = self._correlation_id
+        request = build_request(api_key, api_version, fields)
+        self.send_raw(encode_request(api_key, api_version, correlation_id, self._client_id, request))
+        if not expect_response:
+            return None
+        received_id, response = decode_response(self.receive_frame(), api_key, api_version)
+        if received_id != correlation_id:
+            raise ClientError(f"correlation id {received_id} does not match {correlation_id}")
+        return response
