@@ -1,0 +1,87 @@
+"""The `oncelog` command as a user runs it: serve, startup time, clean SIGTERM, topics subcommands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from oncelog.client import KafkaClient
+from oncelog.errors import ErrorCode
+from oncelog.testing import BrokerProcess
+
+
+def oncelog(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "oncelog", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_serve_starts_fast_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oncelog", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    elapsed = time.monotonic() - started
+    assert line.startswith("oncelog listening on 127.0.0.1:"), line
+    port = int(line.rsplit(":", 1)[1])
+    assert port > 0
+    print(f"time to listening line including interpreter start: {elapsed:.3f}s")
+    with KafkaClient(f"127.0.0.1:{port}") as client:
+        assert client.request(18, 3, {"client_software_name": "t", "client_software_version": "1"}).error_code == 0
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert (tmp_path / "d" / ".oncelog_cleanshutdown").exists()
+
+
+def test_topics_commands(tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "d") as broker:
+        bootstrap = broker.bootstrap
+        created = oncelog("topics", "create", "orders", "--partitions", "3", "--config", "retention.ms=60000",
+                          "--bootstrap", bootstrap)
+        assert created.returncode == 0, created.stderr
+        assert "created topic orders with 3 partition(s)" in created.stdout
+        listed = oncelog("topics", "list", "--bootstrap", bootstrap)
+        assert listed.returncode == 0 and "orders" in listed.stdout and "TOPIC" in listed.stdout
+        described = oncelog("topics", "describe", "orders", "--bootstrap", bootstrap)
+        assert described.returncode == 0, described.stderr
+        assert "retention.ms=60000" in described.stdout and "HIGH WATERMARK" in described.stdout
+        again = oncelog("topics", "create", "orders", "--bootstrap", bootstrap)
+        assert again.returncode == 1 and "TOPIC_ALREADY_EXISTS" in again.stderr
+        deleted = oncelog("topics", "delete", "orders", "--bootstrap", bootstrap)
+        assert deleted.returncode == 0 and "deleted topic orders" in deleted.stdout
+        assert "orders" not in oncelog("topics", "list", "--bootstrap", bootstrap).stdout
+
+
+def test_unreachable_broker_and_bad_config_say_what_to_do(tmp_path: Path) -> None:
+    unreachable = oncelog("topics", "list", "--bootstrap", "127.0.0.1:1")
+    assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
+    bad = oncelog("serve", "--port", "0", "--data-dir", str(tmp_path), "--override", "no.such.property=1")
+    assert bad.returncode == 2 and "unknown broker property 'no.such.property'" in bad.stderr
+
+
+def test_auto_create_disabled_gives_unknown_topic(tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "d", {"auto.create.topics.enable": "false"}) as broker, \
+            KafkaClient(broker.bootstrap) as client:
+        response = client.request(3, 9, {"topics": [{"name": "missing"}], "allow_auto_topic_creation": True,
+                                         "include_cluster_authorized_operations": False,
+                                         "include_topic_authorized_operations": False})
+        assert response.topics[0].error_code == ErrorCode.unknown_topic_or_partition
+
+
+def test_second_broker_on_same_data_dir_is_refused(tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "d"):
+        second = oncelog("serve", "--port", "0", "--data-dir", str(tmp_path / "d"))
+        assert second.returncode == 1 and "in use by another oncelog process" in second.stderr
+
+
+def test_help_reads_well() -> None:
+    result = oncelog("--help")
+    assert result.returncode == 0 and "serve" in result.stdout and "topics" in result.stdout
+    serve_help = oncelog("serve", "--help")
+    assert "--override" in serve_help.stdout and "log.retention.ms" in serve_help.stdout
+    assert os.linesep in serve_help.stdout
