@@ -20,10 +20,10 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from oncelog.testing import BrokerProcess
 
 
-def produce(bootstrap: str, topic: str, records: int, size: int, acks: str) -> float:
+def produce(bootstrap: str, topic: str, records: int, size: int, acks: str, **extra: object) -> float:
     producer = Producer({
         "bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, "batch.size": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576, "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576, "queue.buffering.max.messages": 1_000_000, **extra,
     })
     value = b"x" * size
     failures = 0
@@ -33,6 +33,10 @@ def produce(bootstrap: str, topic: str, records: int, size: int, acks: str) -> f
         if error is not None:
             failures += 1
 
+    # Warm up: connections, metadata and (idempotent producers) the producer id are client start-up costs
+    # of hundreds of milliseconds in librdkafka, not throughput; keep them out of the timed part.
+    producer.produce(topic, value=value, partition=0, on_delivery=delivered)
+    producer.flush(30)
     started = time.perf_counter()
     for _ in range(records):
         while True:
@@ -49,6 +53,7 @@ def produce(bootstrap: str, topic: str, records: int, size: int, acks: str) -> f
 
 
 def consume(bootstrap: str, topic: str, records: int) -> float:
+    records += 1  # the warm-up record
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "bench", "enable.partition.eof": True, "enable.auto.commit": False,
         "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 8_388_608,

@@ -1,4 +1,4 @@
-"""`oncelog topics ...`: topic administration against a running broker, printed as tables."""
+"""`oncelog topics ...` and `oncelog producers ...`: administration of a running broker, as tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from oncelog.client import ClientError, KafkaClient
 from oncelog.config import ConfigError
 
-METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS = 3, 2, 19, 20, 32
+METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -108,4 +108,32 @@ def run_topics(args: argparse.Namespace) -> int:
         else:
             output = _delete(client, args.names)
     print(output)
+    return 0
+
+
+def _describe_producers(client: KafkaClient, topic: str, partition: int | None) -> str:
+    metadata = _metadata(client, [topic])
+    entry = metadata.topics[0]
+    if entry.error_code != 0:
+        raise ClientError(f"topic {topic}: {entry.error_code.name.upper()}")
+    partitions = [partition] if partition is not None else list(range(len(entry.partitions)))
+    response = client.request(DESCRIBE_PRODUCERS, 0, {"topics": [{"name": topic, "partition_indexes": partitions}]})
+    rows = []
+    for result in response.topics[0].partitions:
+        if result.error_code != 0:
+            raise ClientError(f"partition {topic}-{result.partition_index}: {result.error_code.name.upper()}")
+        for producer in result.active_producers:
+            rows.append((result.partition_index, producer.producer_id, producer.producer_epoch,
+                         producer.last_sequence, producer.last_timestamp, producer.coordinator_epoch,
+                         producer.current_txn_start_offset if producer.current_txn_start_offset >= 0 else "None"))
+    if not rows:
+        return f"no active producers on {topic}"
+    headers = ["PARTITION", "PRODUCER ID", "EPOCH", "LAST SEQUENCE", "LAST TIMESTAMP", "COORDINATOR EPOCH",
+               "CURRENT TXN START OFFSET"]
+    return table(headers, sorted(rows))
+
+
+def run_producers(args: argparse.Namespace) -> int:
+    with KafkaClient(args.bootstrap) as client:
+        print(_describe_producers(client, args.topic, args.partition))
     return 0

@@ -46,11 +46,7 @@ def _topics_parser(subparsers: Any) -> None:
     topics = subparsers.add_parser("topics", help="list, describe, create and delete topics")
     actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    def with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
-                            help=f"broker address (default {DEFAULT_BOOTSTRAP})")
-        return parser
-
+    with_bootstrap = _with_bootstrap
     with_bootstrap(actions.add_parser("list", help="list topics with partition counts"))
     describe = with_bootstrap(actions.add_parser("describe", help="partitions, offsets and configs of topics"))
     describe.add_argument("names", nargs="*", metavar="TOPIC", help="topics to describe (default: all)")
@@ -63,6 +59,21 @@ def _topics_parser(subparsers: Any) -> None:
     delete.add_argument("names", nargs="+", metavar="TOPIC")
 
 
+def _with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
+                        help=f"broker address (default {DEFAULT_BOOTSTRAP})")
+    return parser
+
+
+def _producers_parser(subparsers: Any) -> None:
+    producers = subparsers.add_parser("producers", help="inspect idempotent and transactional producers")
+    actions = producers.add_subparsers(dest="action", required=True, metavar="ACTION")
+    describe = _with_bootstrap(actions.add_parser(
+        "describe", help="producer ids, epochs and last sequences a topic's partitions remember"))
+    describe.add_argument("topic", metavar="TOPIC")
+    describe.add_argument("--partition", type=int, default=None, help="only this partition")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oncelog",
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(subparsers)
     _topics_parser(subparsers)
+    _producers_parser(subparsers)
     return parser
 
 
@@ -142,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     from oncelog.client import ClientError
 
     try:
+        if args.command == "producers":
+            return admin.run_producers(args)
         return admin.run_topics(args)
     except ClientError as error:
         print(f"oncelog: {error}", file=sys.stderr)

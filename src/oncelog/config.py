@@ -73,6 +73,8 @@ class BrokerConfig:
     log_cleanup_policy: str = "delete"
     log_flush_interval_ms: int = 1000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
+    producer_id_expiration_ms: int = DAY_MS
+    producer_id_expiration_check_interval_ms: int = 600_000
     fetch_max_wait_ms_max: int = 30_000
     connection_requests_in_flight_max: int = 64
 
@@ -108,6 +110,8 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log.cleanup.policy": ("log_cleanup_policy", _parse_cleanup_policy),
     "log.flush.interval.ms": ("log_flush_interval_ms", _INT),
     "log.flush.offset.checkpoint.interval.ms": ("log_flush_offset_checkpoint_interval_ms", _INT),
+    "producer.id.expiration.ms": ("producer_id_expiration_ms", _INT),
+    "producer.id.expiration.check.interval.ms": ("producer_id_expiration_check_interval_ms", _INT),
 }
 
 # Kafka broker properties we accept and ignore because they have no meaning on one node.
@@ -143,6 +147,8 @@ def _validate(config: BrokerConfig) -> None:
         (config.log_segment_bytes >= config.message_max_bytes, "log.segment.bytes must be ≥ message.max.bytes"),
         (config.log_index_interval_bytes >= 0, "log.index.interval.bytes must not be negative"),
         (config.log_flush_interval_ms >= 1, "log.flush.interval.ms must be at least 1"),
+        (config.producer_id_expiration_ms >= 1, "producer.id.expiration.ms must be at least 1"),
+        (config.producer_id_expiration_check_interval_ms >= 1, "producer.id.expiration.check.interval.ms must be ≥ 1"),
         (config.socket_request_max_bytes >= config.message_max_bytes, "socket.request.max.bytes too small"),
     ]
     for ok, message in checks:

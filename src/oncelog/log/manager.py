@@ -222,6 +222,10 @@ class LogManager:
             shutil.rmtree(doomed, ignore_errors=True)
         logger.info("deleted topic=%s", name)
 
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers idle for `producer.id.expiration.ms` (Kafka's `removeExpiredProducers`)."""
+        return sum(log.producer_state.remove_expired(now_ms, expiration_ms) for log in self.logs())
+
     def apply_retention(self, now_ms: int) -> int:
         deleted = 0
         for log in self.logs():

@@ -42,6 +42,7 @@ from oncelog.protocol.records import (
 
 from .checkpoint import fsync_directory
 from .index import INT32_MAX, OffsetIndex, TimeIndex
+from .writeback import start_writeback
 
 BATCH_LENGTH_MIN = BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES
 """The smallest BatchLength a well-formed batch can have: a header and no records."""
@@ -153,6 +154,7 @@ class LogSegment:
         size = len(prefix) + len(rest)
         assert position + size <= INT32_MAX, "index positions are int32: the owner rolls before this"
         self._write([memoryview(prefix), memoryview(rest)])
+        start_writeback(self._fd, position, size)
         self._size += size
         self._track(position, size, last_offset, max_timestamp)
         self._next_offset = last_offset + 1

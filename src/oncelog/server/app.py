@@ -2,7 +2,8 @@
 
 Theory of operation: `BrokerServer.start()` loads the logs (recovery happens here), binds the listener
 and starts the flusher and the maintenance task (retention every `log.retention.check.interval.ms`,
-checkpoints every `log.flush.offset.checkpoint.interval.ms`). `stop()` is the clean shutdown Kafka does:
+checkpoints every `log.flush.offset.checkpoint.interval.ms`, producer expiry every
+`producer.id.expiration.check.interval.ms`). `stop()` is the clean shutdown Kafka does:
 stop accepting, let in-flight requests finish (bounded), fsync everything, write checkpoints and the
 clean-shutdown marker. Everything runs on the loop that called `start()`; nothing here takes locks.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from oncelog.broker import Broker
@@ -25,6 +27,16 @@ from .waiters import DataWaiters
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
+
+
+class _Periodic:
+    def __init__(self, interval_ms: int, run: Callable[[], object]) -> None:
+        self.interval_s = interval_ms / 1000
+        self.run = run
+        self.due = 0.0
+
+    def schedule(self, now: float) -> None:
+        self.due = now + self.interval_s
 
 
 class BrokerServer:
@@ -73,23 +85,27 @@ class BrokerServer:
             self._connections.pop(task, None)
 
     async def _maintenance(self) -> None:
-        retention_s = self.config.log_retention_check_interval_ms / 1000
-        checkpoint_s = self.config.log_flush_offset_checkpoint_interval_ms / 1000
+        config = self.config
+        logs = self.broker.logs
+        jobs = [
+            _Periodic(config.log_retention_check_interval_ms, lambda: logs.apply_retention(self.broker.now_ms())),
+            _Periodic(config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
+            _Periodic(
+                config.producer_id_expiration_check_interval_ms,
+                lambda: logs.expire_producers(self.broker.now_ms(), config.producer_id_expiration_ms),
+            ),
+        ]
         loop = asyncio.get_running_loop()
-        next_retention = loop.time() + retention_s
-        next_checkpoint = loop.time() + checkpoint_s
+        for job in jobs:
+            job.schedule(loop.time())
         while True:
-            await asyncio.sleep(max(0.05, min(next_retention, next_checkpoint, loop.time() + 1) - loop.time()))
+            await asyncio.sleep(max(0.05, min(min(job.due for job in jobs), loop.time() + 1) - loop.time()))
             self._refresh_tracked_logs()
             now = loop.time()
-            if now >= next_retention:
-                next_retention = now + retention_s
-                deleted = self.broker.logs.apply_retention(self.broker.now_ms())
-                if deleted:
-                    logger.info("retention deleted %d segments", deleted)
-            if now >= next_checkpoint:
-                next_checkpoint = now + checkpoint_s
-                self.broker.logs.write_checkpoints()
+            for job in jobs:
+                if now >= job.due:
+                    job.schedule(now)
+                    job.run()
 
     async def stop(self) -> None:
         if self._server is not None:
