@@ -1,8 +1,14 @@
-"""The broker: composes configuration, clock and log manager; what every handler receives.
+"""The broker: composes configuration, clock, log manager and coordinators; what every handler receives.
 
 Theory of operation: `Broker` holds all broker state and is only touched from the event loop (its methods
-never await). Time comes from an injected clock so tests can drive it. The server layer registers
-`on_log_changed` to wake long-poll fetches when a partition's log grows.
+never await). Time comes from an injected clock, timers from an injected scheduler and "tell me when this
+is on disk" from an injected `durability` hook, so the whole core runs without an event loop in tests.
+The server layer registers `on_log_changed` to wake long-poll fetches when a partition's log grows.
+
+Coordinators write to internal topics through `InternalTopicStorage`: it creates the topic on first use
+(like Kafka's auto-created `__consumer_offsets`), appends an uncompressed batch of (key, value) records
+and reports durability through the flusher. On start, the broker replays the internal topics into the
+coordinators before it accepts connections.
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from oncelog.config import BrokerConfig, ConfigError, TopicConfig, validate_topic_configs
+from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupConfig, GroupCoordinator
 from oncelog.coordinator.producer_ids import ProducerIdAllocator
+from oncelog.coordinator.runtime import Scheduler
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import LogManager, Topic, topic_name_problem
 from oncelog.log.partition import PartitionLog
+from oncelog.protocol.records import build_batch, iter_batches, iter_records, parse_header
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +37,10 @@ LEADER_EPOCH = 0
 """One node leads every partition forever, so the leader epoch never changes (no KIP-320 truncation)."""
 
 Clock = Callable[[], int]
+Durability = Callable[[PartitionLog, int, Callable[[bool], None]], None]
+
+INTERNAL_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
+REPLAY_CHUNK_BYTES = 1024 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -49,6 +63,27 @@ def _load_cluster_id(data_dir: Path, node_id: int) -> str:
     return cluster_id
 
 
+class InternalTopicStorage:
+    """`CoordinatorStorage` over the broker's own logs (coordinator records as plain batches)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], *,
+               producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> Any:
+        log = self._broker.internal_log(topic, partition)
+        now_ms = self._broker.now_ms()
+        batch = build_batch(records, timestamp_ms=now_ms, producer_id=producer_id, producer_epoch=producer_epoch,
+                            transactional=transactional)
+        result = log.append(batch, parse_header(batch), now_ms)
+        self._broker.log_changed(log)
+        return (log, result.base_offset + len(records))
+
+    def when_durable(self, token: Any, callback: Callable[[bool], None]) -> None:
+        log, offset = token
+        self._broker.durability(log, offset, callback)
+
+
 class Broker:
     def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms) -> None:
         self.config = config
@@ -58,11 +93,68 @@ class Broker:
         self.producer_ids: ProducerIdAllocator
         self.advertised_port = config.port
         self.on_log_changed: Callable[[PartitionLog], None] = lambda log: None
+        self.scheduler: Scheduler
+        self.durability: Durability
+        self.groups: GroupCoordinator
 
-    def start(self) -> None:
+    def start(self, scheduler: Scheduler, durability: Durability) -> None:
+        """Load logs and coordinator state; `scheduler` and `durability` come from the server layer."""
+        self.scheduler = scheduler
+        self.durability = durability
         self.logs.start(self.clock())
         self.cluster_id = _load_cluster_id(self.config.data_dir, self.config.node_id)
         self.producer_ids = ProducerIdAllocator(self.config.data_dir)
+        config = self.config
+        self.groups = GroupCoordinator(
+            InternalTopicStorage(self),
+            scheduler,
+            self.clock,
+            GroupConfig(
+                session_timeout_ms_min=config.group_min_session_timeout_ms,
+                session_timeout_ms_max=config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+                offsets_topic_partitions=config.offsets_topic_num_partitions,
+                offsets_retention_ms=config.offsets_retention_ms,
+                offset_metadata_bytes_max=config.offset_metadata_max_bytes,
+            ),
+            lambda topic, partition: self.logs.get(topic, partition) is not None,
+        )
+        self._load_offsets_topic()
+
+    def _load_offsets_topic(self) -> None:
+        topic = self.logs.topic(OFFSETS_TOPIC)
+        if topic is None:
+            return
+        records = 0
+        for log in topic.partitions:
+            for key, value in self.read_internal_records(log):
+                self.groups.replay(key, value, loading=True)
+                records += 1
+        self.groups.finish_loading()
+        logger.info("loaded %d %s records: %d groups", records, OFFSETS_TOPIC, len(self.groups.groups))
+
+    def read_internal_records(self, log: PartitionLog) -> Any:
+        """Every (key, value) of an internal topic partition, in offset order (control batches skipped)."""
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            data = log.read(offset, REPLAY_CHUNK_BYTES, log.log_end_offset)
+            if not data:
+                return
+            for position, header in iter_batches(data):
+                if header.last_offset >= offset and not header.is_control:
+                    for record in iter_records(data, position):
+                        if record.key is not None and record.offset >= offset:
+                            yield record.key, record.value
+                offset = max(offset, header.next_offset)
+
+    def internal_log(self, topic: str, partition: int) -> PartitionLog:
+        """A partition of an internal topic, creating the topic on first use."""
+        if self.logs.topic(topic) is None:
+            partitions = self.config.offsets_topic_num_partitions
+            self.logs.create_topic(topic, partitions, TopicConfig(dict(INTERNAL_TOPIC_CONFIGS)), self.clock())
+        log = self.logs.get(topic, partition)
+        assert log is not None, f"{topic}-{partition}"
+        return log
 
     def close(self) -> None:
         self.logs.close()

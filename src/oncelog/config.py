@@ -75,6 +75,13 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_expiration_ms: int = DAY_MS
     producer_id_expiration_check_interval_ms: int = 600_000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 3000
+    offsets_topic_num_partitions: int = 50
+    offsets_retention_ms: int = 7 * DAY_MS
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
     fetch_max_wait_ms_max: int = 30_000
     connection_requests_in_flight_max: int = 64
 
@@ -111,6 +118,13 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log.flush.interval.ms": ("log_flush_interval_ms", _INT),
     "log.flush.offset.checkpoint.interval.ms": ("log_flush_offset_checkpoint_interval_ms", _INT),
     "producer.id.expiration.ms": ("producer_id_expiration_ms", _INT),
+    "group.min.session.timeout.ms": ("group_min_session_timeout_ms", _INT),
+    "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _INT),
+    "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", _INT),
+    "offsets.topic.num.partitions": ("offsets_topic_num_partitions", _INT),
+    "offsets.retention.minutes": ("offsets_retention_ms", lambda v: int(v) * 60 * 1000),
+    "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _INT),
+    "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _INT),
     "producer.id.expiration.check.interval.ms": ("producer_id_expiration_check_interval_ms", _INT),
 }
 
@@ -148,6 +162,10 @@ def _validate(config: BrokerConfig) -> None:
         (config.log_index_interval_bytes >= 0, "log.index.interval.bytes must not be negative"),
         (config.log_flush_interval_ms >= 1, "log.flush.interval.ms must be at least 1"),
         (config.producer_id_expiration_ms >= 1, "producer.id.expiration.ms must be at least 1"),
+        (config.offsets_topic_num_partitions >= 1, "offsets.topic.num.partitions must be at least 1"),
+        (0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms,
+         "group.min.session.timeout.ms must be positive and ≤ group.max.session.timeout.ms"),
+        (config.group_initial_rebalance_delay_ms >= 0, "group.initial.rebalance.delay.ms must not be negative"),
         (config.producer_id_expiration_check_interval_ms >= 1, "producer.id.expiration.check.interval.ms must be ≥ 1"),
         (config.socket_request_max_bytes >= config.message_max_bytes, "socket.request.max.bytes too small"),
     ]

@@ -77,10 +77,13 @@ def embedded_broker(data_dir: Path | None = None, **properties: str) -> Iterator
     """Start a broker on a free port (in a temp dir unless `data_dir`), yield "host:port", stop it.
 
     Keyword arguments are broker properties with `_` for `.`, e.g. `auto_create_topics_enable="false"`.
+    Like Kafka's own test harness, groups start without the initial rebalance delay unless
+    `group_initial_rebalance_delay_ms` is given.
     """
     with tempfile.TemporaryDirectory(prefix="oncelog-") as temporary:
         directory = data_dir or Path(temporary)
-        props = {key.replace("_", "."): value for key, value in properties.items()}
+        props = {"group.initial.rebalance.delay.ms": "0"}
+        props.update({key.replace("_", "."): value for key, value in properties.items()})
         config = broker_config(props, port=0, data_dir=directory)
         broker = EmbeddedBroker(config)
         bootstrap = broker.start()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from oncelog.coordinator.runtime import Completion
+
 if TYPE_CHECKING:
     from oncelog.broker import Broker
     from oncelog.log.partition import PartitionLog
@@ -57,8 +59,16 @@ class AwaitData:
     retry: Callable[[bool], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class AwaitCompletion:
+    """Answer with `respond(value)` once a coordinator resolves `completion` (a rebalance, a write)."""
+
+    completion: Completion[Any]
+    respond: Callable[[Any], Any]
+
+
 Outcome = Any
-"""A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitDurable or AwaitData."""
+"""A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitDurable, AwaitData or AwaitCompletion."""
 
 Handler = Callable[[RequestContext, Any], Outcome]
 

@@ -10,7 +10,7 @@ internal topics and tests (`iter_records`, uncompressed batches only). Layout an
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import crc32c as _crc32c
@@ -227,7 +227,7 @@ def encode_record(
 
 
 def build_batch(
-    records: list[tuple[bytes | None, bytes | None]],
+    records: Sequence[tuple[bytes | None, bytes | None]],
     *,
     base_offset: int = 0,
     timestamp_ms: int = 0,

@@ -21,12 +21,22 @@ from oncelog.config import BrokerConfig
 from oncelog.log.partition import PartitionLog
 
 from .connection import Connection
-from .flusher import Flusher
+from .flusher import Flusher, StorageError
 from .waiters import DataWaiters
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
+
+
+class _LoopScheduler:
+    """The coordinators' `Scheduler` on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self._loop.call_later(delay_ms / 1000, callback)
 
 
 class _Periodic:
@@ -48,11 +58,13 @@ class BrokerServer:
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connections: dict[asyncio.Task[Any], Connection] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.port = config.port
 
     async def start(self) -> None:
         broker = self.broker
-        broker.start()
+        loop = asyncio.get_running_loop()
+        broker.start(_LoopScheduler(loop), self._durability)
         broker.on_log_changed = self._log_changed
         self._refresh_tracked_logs()
         self._server = await asyncio.start_server(
@@ -65,6 +77,19 @@ class BrokerServer:
             asyncio.create_task(self.flusher.run(), name="flusher"),
             asyncio.create_task(self._maintenance(), name="maintenance"),
         ]
+
+    def _durability(self, log: PartitionLog, offset: int, callback: Callable[[bool], None]) -> None:
+        async def wait() -> None:
+            try:
+                await self.flusher.durable(log, offset)
+            except StorageError:
+                callback(False)
+            else:
+                callback(True)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _log_changed(self, log: PartitionLog) -> None:
         self.waiters.notify(log)
@@ -90,6 +115,7 @@ class BrokerServer:
         jobs = [
             _Periodic(config.log_retention_check_interval_ms, lambda: logs.apply_retention(self.broker.now_ms())),
             _Periodic(config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
+            _Periodic(config.offsets_retention_check_interval_ms, lambda: self.broker.groups.expire_offsets()),
             _Periodic(
                 config.producer_id_expiration_check_interval_ms,
                 lambda: logs.expire_producers(self.broker.now_ms(), config.producer_id_expiration_ms),

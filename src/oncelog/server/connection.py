@@ -25,11 +25,19 @@ import time
 from typing import Any
 
 from oncelog.broker import Broker
+from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ProtocolError
 from oncelog.handlers import HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
-from oncelog.handlers.base import CLOSE_CONNECTION, NO_RESPONSE, AwaitData, AwaitDurable, RequestContext
+from oncelog.handlers.base import (
+    CLOSE_CONNECTION,
+    NO_RESPONSE,
+    AwaitCompletion,
+    AwaitData,
+    AwaitDurable,
+    RequestContext,
+)
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import FrameDecoder, peek_header
 
@@ -41,6 +49,17 @@ logger = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 256 * 1024
 
 _Entry = bytes | None | asyncio.Task[bytes | None]
+
+
+async def _wait_completion(completion: Completion[Any]) -> Any:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def settle(value: Any) -> None:
+        if not future.done():  # the connection may have gone away while the coordinator worked
+            future.set_result(value)
+
+    completion.on_done(settle)
+    return await future
 
 
 class _Close(Exception):
@@ -124,7 +143,7 @@ class Connection:
             return None
         if outcome is CLOSE_CONNECTION:
             raise _Close()
-        if isinstance(outcome, AwaitDurable | AwaitData):
+        if isinstance(outcome, AwaitDurable | AwaitData | AwaitCompletion):
             task = asyncio.create_task(self._wait(context, outcome))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -141,6 +160,8 @@ class Connection:
                     outcome = outcome.respond()
                 except StorageError:
                     outcome = outcome.on_failure()
+            elif isinstance(outcome, AwaitCompletion):
+                outcome = outcome.respond(await _wait_completion(outcome.completion))
             elif isinstance(outcome, AwaitData):
                 if deadline is None:
                     deadline = time.monotonic() + outcome.wait_ms / 1000

@@ -1,0 +1,19 @@
+"""DescribeGroups (key 15), versions 0–5: state, protocol and members (with their subscription and
+assignment once Stable) of each group; an unknown group is reported as state "Dead", as Kafka does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 15
+VERSIONS = (0, 5)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    groups = [{**context.broker.groups.describe(group_id), "authorized_operations": -2147483648}
+              for group_id in request.groups]
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "groups": groups})

@@ -1,0 +1,49 @@
+"""FindCoordinator (key 10), versions 0–4.
+
+Behaviour: this node coordinates every group (key type 0). The first group lookup creates
+`__consumer_offsets` (Kafka auto-creates it the same way), with replication factor 1 so it never waits
+for replicas that do not exist. v4 answers a batch of `coordinator_keys`. Transaction coordinators (key
+type 1) are not implemented yet: COORDINATOR_NOT_AVAILABLE. Other key types → INVALID_REQUEST; an empty
+key → INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 10
+VERSIONS = (0, 4)
+
+KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
+
+
+def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[str, Any]:
+    broker = context.broker
+    found = {"key": key, "node_id": broker.config.node_id, "host": broker.config.host,
+             "port": broker.advertised_port, "error_code": ErrorCode.none, "error_message": None}
+    missing = {"key": key, "node_id": -1, "host": "", "port": -1}
+    if not key:
+        return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}
+    if key_type == KEY_TYPE_GROUP:
+        broker.internal_log(OFFSETS_TOPIC, broker.groups.partition_of(key))
+        return found
+    if key_type == KEY_TYPE_TRANSACTION:
+        return {**missing, "error_code": ErrorCode.coordinator_not_available,
+                "error_message": "transactions are not supported by this broker yet"}
+    return {**missing, "error_code": ErrorCode.invalid_request, "error_message": f"unknown key type {key_type}"}
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    key_type = int(getattr(request, "key_type", KEY_TYPE_GROUP))
+    if context.api_version >= 4:
+        coordinators = [coordinator_for(context, key, key_type) for key in request.coordinator_keys]
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "coordinators": coordinators})
+    result = coordinator_for(context, request.key, key_type)
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, **result})

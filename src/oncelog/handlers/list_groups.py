@@ -1,0 +1,19 @@
+"""ListGroups (key 16), versions 0–4: every group with its protocol type (v4: state, and a state filter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 16
+VERSIONS = (0, 4)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    groups = context.broker.groups.list_groups(getattr(request, "states_filter", ()))
+    return build_response(API_KEY, context.api_version,
+                          {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups})

@@ -1,0 +1,39 @@
+"""OffsetFetch (key 9), versions 1–7.
+
+Behaviour: committed offsets of the requested partitions (v2+: `topics = null` means every partition the
+group committed), -1 with empty metadata where none is committed, also for unknown groups. v5+ carry the
+committed leader epoch. v7 `require_stable` answers UNSTABLE_OFFSET_COMMIT for partitions with pending
+transactional offsets; there are none until transactions exist. v8+ (batched groups) is not advertised.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 9
+VERSIONS = (1, 7)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    requested = None
+    if request.topics is not None:
+        requested = [(topic.name, int(index)) for topic in request.topics for index in topic.partition_indexes]
+    offsets = context.broker.groups.fetch_offsets(request.group_id, requested)
+    by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (topic, partition), value in offsets.items():
+        by_topic[topic].append({
+            "partition_index": partition,
+            "committed_offset": value.offset if value else -1,
+            "committed_leader_epoch": value.leader_epoch if value else -1,
+            "metadata": value.metadata if value else "",
+            "error_code": ErrorCode.none,
+        })
+    topics = [{"name": name, "partitions": partitions} for name, partitions in by_topic.items()]
+    return build_response(API_KEY, context.api_version,
+                          {"throttle_time": 0, "topics": topics, "error_code": ErrorCode.none})
