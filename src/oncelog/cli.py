@@ -65,6 +65,23 @@ def _with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _groups_parser(subparsers: Any) -> None:
+    groups = subparsers.add_parser("groups", help="list and describe consumer groups, reset their offsets")
+    actions = groups.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _with_bootstrap(actions.add_parser("list", help="every group with its state"))
+    describe = _with_bootstrap(actions.add_parser(
+        "describe", help="members, assignments, committed offsets and lag per partition"))
+    describe.add_argument("group", metavar="GROUP")
+    reset = _with_bootstrap(actions.add_parser(
+        "reset-offsets", help="set a group's committed offsets for a topic (the group must be empty)"))
+    reset.add_argument("group", metavar="GROUP")
+    reset.add_argument("--topic", required=True)
+    target = reset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true", help="the log start offset of each partition")
+    target.add_argument("--to-latest", action="store_true", help="the high watermark of each partition")
+    target.add_argument("--to-offset", type=int, metavar="N", help="offset N in every partition (clamped to the log)")
+
+
 def _producers_parser(subparsers: Any) -> None:
     producers = subparsers.add_parser("producers", help="inspect idempotent and transactional producers")
     actions = producers.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -84,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(subparsers)
     _topics_parser(subparsers)
+    _groups_parser(subparsers)
     _producers_parser(subparsers)
     return parser
 
@@ -156,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "producers":
             return admin.run_producers(args)
+        if args.command == "groups":
+            from oncelog import admin_groups
+
+            return admin_groups.run_groups(args)
         return admin.run_topics(args)
     except ClientError as error:
         print(f"oncelog: {error}", file=sys.stderr)

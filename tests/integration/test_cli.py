@@ -85,3 +85,47 @@ def test_help_reads_well() -> None:
     serve_help = oncelog("serve", "--help")
     assert "--override" in serve_help.stdout and "log.retention.ms" in serve_help.stdout
     assert os.linesep in serve_help.stdout
+
+
+def test_groups_and_producers_commands(tmp_path: Path) -> None:
+    """`groups list/describe/reset-offsets` and `producers describe` against a real group and producer."""
+    from confluent_kafka import Consumer, Producer
+
+    with BrokerProcess(tmp_path / "d", {"group.initial.rebalance.delay.ms": "0"}) as broker:
+        bootstrap = broker.bootstrap
+        assert oncelog("topics", "create", "events", "--partitions", "2", "--bootstrap", bootstrap).returncode == 0
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for i in range(40):
+            producer.produce("events", value=str(i).encode(), partition=i % 2)
+        assert producer.flush(15) == 0
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "billing", "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False})
+        consumer.subscribe(["events"])
+        consumed = 0
+        deadline = time.monotonic() + 30
+        while consumed < 40 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                consumed += 1
+        assert consumed == 40
+        consumer.commit(asynchronous=False)
+
+        listed = oncelog("groups", "list", "--bootstrap", bootstrap)
+        assert listed.returncode == 0 and "billing" in listed.stdout and "Stable" in listed.stdout
+        described = oncelog("groups", "describe", "billing", "--bootstrap", bootstrap)
+        assert described.returncode == 0, described.stderr
+        assert "events:0,1" in described.stdout and "LAG" in described.stdout
+        refused = oncelog("groups", "reset-offsets", "billing", "--topic", "events", "--to-earliest",
+                          "--bootstrap", bootstrap)
+        assert refused.returncode == 1 and "empty group" in refused.stderr
+        consumer.close()
+        reset = oncelog("groups", "reset-offsets", "billing", "--topic", "events", "--to-offset", "3",
+                        "--bootstrap", bootstrap)
+        assert reset.returncode == 0, reset.stderr
+        after = oncelog("groups", "describe", "billing", "--bootstrap", bootstrap).stdout
+        assert [line.split()[2] for line in after.splitlines() if line.startswith("events")] == ["3", "3"]
+
+        producers = oncelog("producers", "describe", "events", "--bootstrap", bootstrap)
+        assert producers.returncode == 0, producers.stderr
+        rows = [line.split() for line in producers.stdout.splitlines()[2:]]
+        assert {row[0] for row in rows} == {"0", "1"} and {row[3] for row in rows} == {"19"}
