@@ -71,6 +71,8 @@ class BrokerConfig:
     log_index_interval_bytes: int = 4096
     log_message_timestamp_type: str = "CreateTime"
     log_cleanup_policy: str = "delete"
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_delete_retention_ms: int = DAY_MS
     log_flush_interval_ms: int = 1000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     producer_id_expiration_ms: int = DAY_MS
@@ -115,6 +117,8 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log.index.interval.bytes": ("log_index_interval_bytes", _INT),
     "log.message.timestamp.type": ("log_message_timestamp_type", _parse_timestamp_type),
     "log.cleanup.policy": ("log_cleanup_policy", _parse_cleanup_policy),
+    "log.cleaner.backoff.ms": ("log_cleaner_backoff_ms", _INT),
+    "log.cleaner.delete.retention.ms": ("log_cleaner_delete_retention_ms", _INT),
     "log.flush.interval.ms": ("log_flush_interval_ms", _INT),
     "log.flush.offset.checkpoint.interval.ms": ("log_flush_offset_checkpoint_interval_ms", _INT),
     "producer.id.expiration.ms": ("producer_id_expiration_ms", _INT),
@@ -244,6 +248,7 @@ TOPIC_CONFIGS: dict[str, TopicConfigSpec] = {
         TopicConfigSpec("max.message.bytes", "message_max_bytes", _INT, "INT"),
         TopicConfigSpec("message.timestamp.type", "log_message_timestamp_type", _parse_timestamp_type, "STRING"),
         TopicConfigSpec("cleanup.policy", "log_cleanup_policy", _parse_cleanup_policy, "LIST"),
+        TopicConfigSpec("delete.retention.ms", "log_cleaner_delete_retention_ms", _INT),
         TopicConfigSpec("compression.type", None, _parse_compression_type, "STRING"),
         TopicConfigSpec("min.insync.replicas", None, _INT, "INT"),
     )

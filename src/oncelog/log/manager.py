@@ -32,6 +32,7 @@ from typing import Any
 from oncelog.config import BrokerConfig, TopicConfig
 
 from .checkpoint import read_checkpoint, write_checkpoint
+from .cleaner import clean
 from .partition import LogConfig, PartitionLog
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class LogManager:
         self._directory = config.data_dir
         self._topics: dict[str, Topic] = {}
         self._lock_fd: int | None = None
+        self._cleaned_through: dict[str, int] = {}
+        """Per partition, the active segment's base offset at its last cleaner pass."""
 
     # --- start and stop ---------------------------------------------------------------------------
 
@@ -227,10 +230,28 @@ class LogManager:
         return sum(log.producer_state.remove_expired(now_ms, expiration_ms) for log in self.logs())
 
     def apply_retention(self, now_ms: int) -> int:
+        """Time and size retention, for topics whose cleanup.policy includes `delete` (Kafka never
+        deletes segments of a compact-only topic by age)."""
         deleted = 0
-        for log in self.logs():
-            deleted += log.apply_retention(now_ms)
+        for topic in self.topics():
+            if "delete" in topic.config.value("cleanup.policy", self._config).split(","):
+                for log in topic.partitions:
+                    deleted += log.apply_retention(now_ms)
         return deleted
+
+    def compact(self, now_ms: int) -> int:
+        """A cleaner pass over compacted topics' partitions that rolled a segment since their last pass."""
+        rewritten = 0
+        for topic in self.topics():
+            if "compact" not in topic.config.value("cleanup.policy", self._config).split(","):
+                continue
+            delete_retention_ms = topic.config.int_value("delete.retention.ms", self._config)
+            for log in topic.partitions:
+                active_base = log.segments[-1].base_offset
+                if active_base > self._cleaned_through.get(log.name, 0):
+                    rewritten += clean(log, now_ms, delete_retention_ms).segments_rewritten
+                    self._cleaned_through[log.name] = active_base
+        return rewritten
 
     # --- metadata file -------------------------------------------------------------------------------
 

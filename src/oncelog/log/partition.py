@@ -38,6 +38,7 @@ Not here (yet): the transaction index and the last stable offset, compaction, an
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -392,6 +393,21 @@ class PartitionLog:
                 self._log_start_offset,
             )
         return deleted
+
+    def replace_segment(self, old: LogSegment, cleaned_path: str) -> None:
+        """Swap a compacted copy in for a non-active segment (see cleaner.py for the crash argument)."""
+        index = self._segments.index(old)
+        assert index < len(self._segments) - 1, "the active segment is never compacted"
+        modified_ns = old.log_path.stat().st_mtime_ns
+        os.utime(cleaned_path, ns=(modified_ns, modified_ns))  # retention and tombstone age stay the segment's
+        old.close()
+        for suffix in _COMPANION_SUFFIXES:
+            (self.directory / f"{old.base_offset:020d}{suffix}").unlink(missing_ok=True)
+        os.replace(cleaned_path, old.log_path)
+        fsync_directory(self.directory)
+        segment = _new_segment(self.directory, self.config, old.base_offset, 0)
+        segment.recover(max(self.config.message_bytes_max, self.config.segment_bytes))
+        self._segments[index] = segment
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch holding an offset ≥ `offset` (a batch straddling it goes whole)."""

@@ -260,6 +260,30 @@ def build_batch(
     ) + after_crc
 
 
+def retain_records(data: bytes | memoryview, position: int, keep: set[int]) -> bytes:
+    """The uncompressed batch at `position` with only the records whose offsets are in `keep`.
+
+    Like Kafka's `MemoryRecords.filterTo`, the batch keeps its base offset, last offset delta, producer
+    id, epoch and base sequence (so producer state and segment offsets stay what they were); only the
+    record count, the records and the CRC change.
+    """
+    header = parse_header(data, position)
+    kept = [record for record in iter_records(data, position) if record.offset in keep]
+    body = b"".join(
+        encode_record(record.offset - header.base_offset, record.timestamp - header.base_timestamp,
+                      record.key, record.value, record.headers)
+        for record in kept
+    )
+    after_crc = struct.pack(
+        ">hiqqqhii", header.attributes, header.last_offset_delta, header.base_timestamp, header.max_timestamp,
+        header.producer_id, header.producer_epoch, header.base_sequence, len(kept),
+    ) + body
+    batch_length = len(after_crc) + 4 + 1 + 4
+    return _PREFIX.pack(header.base_offset, batch_length, header.partition_leader_epoch) + struct.pack(
+        ">bI", MAGIC_V2, crc32c(after_crc)
+    ) + after_crc
+
+
 def iter_batches(data: bytes | memoryview) -> Iterator[tuple[int, BatchHeader]]:
     """Yield (position, header) of each whole batch in `data`; stops at the first incomplete one."""
     position = 0

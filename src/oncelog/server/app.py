@@ -3,7 +3,8 @@
 Theory of operation: `BrokerServer.start()` loads the logs (recovery happens here), binds the listener
 and starts the flusher and the maintenance task (retention every `log.retention.check.interval.ms`,
 checkpoints every `log.flush.offset.checkpoint.interval.ms`, producer expiry every
-`producer.id.expiration.check.interval.ms`). `stop()` is the clean shutdown Kafka does:
+`producer.id.expiration.check.interval.ms`, compaction of `cleanup.policy=compact` topics every
+`log.cleaner.backoff.ms`). `stop()` is the clean shutdown Kafka does:
 stop accepting, let in-flight requests finish (bounded), fsync everything, write checkpoints and the
 clean-shutdown marker. Everything runs on the loop that called `start()`; nothing here takes locks.
 """
@@ -116,6 +117,7 @@ class BrokerServer:
             _Periodic(config.log_retention_check_interval_ms, lambda: logs.apply_retention(self.broker.now_ms())),
             _Periodic(config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
             _Periodic(config.offsets_retention_check_interval_ms, lambda: self.broker.groups.expire_offsets()),
+            _Periodic(config.log_cleaner_backoff_ms, lambda: logs.compact(self.broker.now_ms())),
             _Periodic(
                 config.producer_id_expiration_check_interval_ms,
                 lambda: logs.expire_producers(self.broker.now_ms(), config.producer_id_expiration_ms),

@@ -1,0 +1,114 @@
+"""Log compaction for `cleanup.policy=compact` topics (the internal topics first of all).
+
+Theory of operation (Kafka's `LogCleaner`, simplified for one node and small internal topics): a pass
+builds an offset map `key → offset of its latest record` over the whole log, then rewrites every
+non-active segment that holds superseded records, keeping only records that are the latest for their key.
+A tombstone (null value) is kept until its segment is older than `delete.retention.ms`, so a reader that
+was behind still sees the delete; then it goes too. Batches keep their base offset and last offset delta
+(`retain_records`), so offsets never move and producer state is unaffected.
+
+Transactional and control batches and compressed batches are kept whole: their records do not enter the
+offset map and nothing is removed from them. (Kafka removes aborted transactional data here as well;
+until transactions arrive, internal topics hold none.)
+
+Swap, crash-safe: the cleaned bytes go to `{base}.log.cleaned` (fsynced), the old indexes are deleted, the
+cleaned file is renamed over the `.log` and the directory fsynced; the segment is then reopened and its
+indexes rebuilt. A crash before the rename leaves a stray `.cleaned` file (removed on open); after it,
+the missing index makes the segment recover on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from oncelog.protocol.records import iter_batches, iter_records, retain_records
+
+from .partition import PartitionLog
+from .segment import LogSegment
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 4 * 1024 * 1024
+CLEANED_SUFFIX = ".cleaned"
+
+
+@dataclass(frozen=True, slots=True)
+class CleanResult:
+    segments_rewritten: int
+    bytes_before: int
+    bytes_after: int
+
+
+def _segment_bytes(segment: LogSegment) -> bytes:
+    return segment.read(segment.base_offset, segment.size, segment.next_offset, True) if segment.size else b""
+
+
+def _offset_map(log: PartitionLog) -> dict[bytes, int]:
+    latest: dict[bytes, int] = {}
+    for segment in log.segments:
+        data = _segment_bytes(segment)
+        for position, header in iter_batches(data):
+            if header.is_control or header.is_transactional or header.compression != 0:
+                continue
+            for record in iter_records(data, position):
+                if record.key is not None:
+                    latest[record.key] = record.offset
+    return latest
+
+
+def _clean_segment_bytes(data: bytes, latest: dict[bytes, int], drop_tombstones: bool) -> bytes | None:
+    """The segment's bytes with superseded records removed, or None if nothing would change."""
+    out = bytearray()
+    changed = False
+    for position, header in iter_batches(data):
+        batch = data[position : position + header.size]
+        if header.is_control or header.is_transactional or header.compression != 0:
+            out += batch
+            continue
+        keep = {
+            record.offset
+            for record in iter_records(data, position)
+            if record.key is None
+            or (latest.get(record.key) == record.offset and (record.value is not None or not drop_tombstones))
+        }
+        if len(keep) == header.record_count:
+            out += batch
+            continue
+        changed = True
+        if keep or header.producer_id >= 0:  # an idempotent producer's empty batch still carries its sequence
+            out += retain_records(data, position, keep)
+    return bytes(out) if changed else None
+
+
+def clean(log: PartitionLog, now_ms: int, delete_retention_ms: int) -> CleanResult:
+    """One compaction pass over `log` (the active segment is read for the map, never rewritten)."""
+    latest = _offset_map(log)
+    rewritten = before = after = 0
+    for segment in list(log.segments[:-1]):
+        data = _segment_bytes(segment)
+        drop_tombstones = segment.last_modified_ms < now_ms - delete_retention_ms
+        cleaned = _clean_segment_bytes(data, latest, drop_tombstones)
+        if cleaned is None:
+            continue
+        before += len(data)
+        after += len(cleaned)
+        rewritten += 1
+        log.replace_segment(segment, _write_cleaned(segment, cleaned))
+    if rewritten:
+        logger.info("partition=%s compacted %d segments: %d → %d bytes", log.name, rewritten, before, after)
+    return CleanResult(rewritten, before, after)
+
+
+def _write_cleaned(segment: LogSegment, data: bytes) -> str:
+    path = str(segment.log_path) + CLEANED_SUFFIX
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
