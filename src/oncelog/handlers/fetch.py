@@ -11,8 +11,10 @@ Behaviour:
   partition's log changes or `max_wait` passes (capped by `fetch_max_wait_ms_max`).
 - No fetch sessions (KIP-227): the response's session id is always 0, which makes clients send full
   fetches. A request naming an unknown session gets FETCH_SESSION_ID_NOT_FOUND.
-- read_committed responses carry an aborted-transaction list ([] until transactions exist);
-  read_uncommitted ones carry null, as Kafka does.
+- read_committed responses stop at the last stable offset and carry the aborted transactions overlapping
+  the returned bytes (every entry with last offset ≥ fetch offset and first offset < the offset after the
+  returned bytes), sorted by first offset (kafkajs relies on that order); read_uncommitted responses carry
+  null, as Kafka does. Control batches are returned like any batch: each takes an offset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from oncelog.broker import LEADER_EPOCH
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_response, duration_ms
+from oncelog.protocol.records import iter_batches
 
 from .base import AwaitData, RequestContext
 
@@ -56,7 +59,7 @@ def _read_partition(context: RequestContext, topic_name: str, partition: Any, ma
         return _error(index, ErrorCode.unknown_leader_epoch)
     logs.append(log)
     high_watermark = log.high_watermark
-    last_stable_offset = high_watermark
+    last_stable_offset = log.last_stable_offset
     upper_bound = last_stable_offset if read_committed else high_watermark
     try:
         records = log.read(partition.fetch_offset, max_bytes, upper_bound, min_one_batch=first)
@@ -65,16 +68,29 @@ def _read_partition(context: RequestContext, topic_name: str, partition: Any, ma
         result.update(high_watermark=high_watermark, last_stable_offset=last_stable_offset,
                       log_start_offset=log.log_start_offset)
         return result
+    aborted = None
+    if read_committed:
+        returned_end = _end_offset(records) if records else partition.fetch_offset
+        aborted = [{"producer_id": producer_id, "first_offset": first_offset}
+                   for producer_id, first_offset in log.aborted_transactions(partition.fetch_offset, returned_end)]
     return {
         "partition_index": index,
         "error_code": ErrorCode.none,
         "high_watermark": high_watermark,
         "last_stable_offset": last_stable_offset,
         "log_start_offset": log.log_start_offset,
-        "aborted_transactions": [] if read_committed else None,
+        "aborted_transactions": aborted,
         "preferred_read_replica": -1,
         "records": records,
     }
+
+
+def _end_offset(records: bytes) -> int:
+    """The offset after the last batch in `records` (whole batches, as the log returns them)."""
+    end = 0
+    for _position, header in iter_batches(records):
+        end = header.next_offset
+    return end
 
 
 def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> Any:

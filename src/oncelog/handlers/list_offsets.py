@@ -32,7 +32,7 @@ READ_COMMITTED = 1
 
 def offset_for(log: PartitionLog, timestamp: int, read_committed: bool) -> tuple[int, int]:
     """(offset, timestamp) answering a ListOffsets query on one partition."""
-    fetchable_end = log.high_watermark  # the last stable offset once transactions exist
+    fetchable_end = log.last_stable_offset if read_committed else log.high_watermark
     if timestamp == LATEST:
         return fetchable_end, -1
     if timestamp == EARLIEST:

@@ -46,7 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oncelog.errors import ErrorCode, KafkaError
-from oncelog.protocol.records import MAGIC_POSITION, BatchHeader, assigned_prefix, iter_batches
+from oncelog.protocol.records import (
+    CONTROL_ABORT,
+    MAGIC_POSITION,
+    BatchHeader,
+    assigned_prefix,
+    build_marker,
+    iter_batches,
+    parse_header,
+    read_marker,
+)
 
 from .checkpoint import fsync_directory
 from .index import INT32_MAX
@@ -58,13 +67,15 @@ from .producer_state import (
     write_snapshot,
 )
 from .segment import LogSegment
+from .transaction_index import TXN_INDEX_SUFFIX, AbortedTxn, TransactionIndex
 
 logger = logging.getLogger(__name__)
 
 STRAY_FILE_SUFFIXES = (".deleted", ".cleaned", ".swap")
 """Leftovers of Kafka's deferred deletion and compaction swaps; removed on open."""
 
-_COMPANION_SUFFIXES = (".index", ".timeindex")
+_INDEX_SUFFIXES = (".index", ".timeindex")
+_COMPANION_SUFFIXES = (*_INDEX_SUFFIXES, TXN_INDEX_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,7 @@ class PartitionLog:
         self._recovery_point = recovery_point
         self._closed = False
         self.producer_state = ProducerStateManager()
+        self.txn_index = TransactionIndex(directory, [segment.base_offset for segment in segments])
 
     # --- opening ----------------------------------------------------------------------------------
 
@@ -176,18 +188,26 @@ class PartitionLog:
             state = state or ProducerStateManager()
             state.last_map_offset = max(state.last_map_offset, self._log_start_offset)
         offset = state.last_map_offset
+        self.producer_state = state
+        self.txn_index.truncate_from(offset)
         replayed = 0
         while offset < self.log_end_offset:
             data = self.read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset)
             if not data:
                 break
-            for _position, header in iter_batches(data):
+            for position, header in iter_batches(data):
                 if header.last_offset >= offset:
-                    state.apply(header, header.base_offset, header.max_timestamp)
+                    if header.is_control:
+                        marker = read_marker(data, position)
+                        if marker is not None:
+                            self._complete_transaction(header.producer_id, header.producer_epoch, marker[1],
+                                                       header.base_offset, marker[0] == CONTROL_ABORT,
+                                                       header.max_timestamp)
+                    else:
+                        state.apply(header, header.base_offset, header.max_timestamp)
                     state.advance(header.next_offset)
                     replayed += 1
                 offset = max(offset, header.next_offset)
-        self.producer_state = state
         if replayed:
             logger.info("partition=%s rebuilt producer state from %d batches (%d producers)",
                         self.name, replayed, len(state.entries))
@@ -254,6 +274,43 @@ class PartitionLog:
         self.producer_state.advance(base_offset + header.last_offset_delta + 1)
         return AppendResult(base_offset)
 
+    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
+                      now_ms: int) -> int:
+        """Write a transaction coordinator's COMMIT/ABORT marker; return its offset.
+
+        Raises INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED like Kafka's `appendEndTxnMarker`.
+        """
+        self.producer_state.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        batch = build_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
+        header = parse_header(batch)
+        offset = self._append_bytes(batch, header, now_ms, 0)
+        self._complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
+        self.producer_state.advance(offset + 1)
+        return offset
+
+    def _complete_transaction(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
+                              marker_offset: int, aborted: bool, timestamp: int) -> None:
+        completed = self.producer_state.apply_marker(producer_id, producer_epoch, coordinator_epoch, marker_offset,
+                                                     aborted, timestamp)
+        if completed is not None and completed.aborted:
+            unstable = self.producer_state.first_unstable_offset()
+            last_stable_offset = unstable if unstable is not None else marker_offset + 1
+            segment_base = self._segments[
+                bisect_right(self._segments, marker_offset, key=lambda s: s.base_offset) - 1].base_offset
+            self.txn_index.append(segment_base, AbortedTxn(producer_id, completed.first_offset, marker_offset,
+                                                           last_stable_offset))
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Below the oldest open transaction, else the high watermark (never below the log start)."""
+        unstable = self.producer_state.first_unstable_offset()
+        if unstable is None or unstable >= self.high_watermark:
+            return self.high_watermark
+        return max(unstable, self._log_start_offset)
+
+    def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
+        return self.txn_index.collect(fetch_offset, upper_bound)
+
     def _append_bytes(self, batch: bytes, header: BatchHeader, now_ms: int, partition_leader_epoch: int) -> int:
         if header.size > self.config.message_bytes_max:
             raise KafkaError(
@@ -291,6 +348,7 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> LogSegment:
         # The flusher fsyncs the old segment's data; its indexes are final now, so make them durable.
         self._segments[-1].flush_indexes()
+        self.txn_index.flush(self._segments[-1].base_offset)
         self.take_producer_snapshot()
         segment = _new_segment(self.directory, self.config, self.log_end_offset, now_ms)
         self._segments.append(segment)
@@ -381,6 +439,7 @@ class PartitionLog:
             self._segments.pop(0)
             total_bytes -= segment.size
             segment.delete()
+            self.txn_index.drop_segment(segment.base_offset)
             deleted += 1
             self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         if deleted:
@@ -401,7 +460,7 @@ class PartitionLog:
         modified_ns = old.log_path.stat().st_mtime_ns
         os.utime(cleaned_path, ns=(modified_ns, modified_ns))  # retention and tombstone age stay the segment's
         old.close()
-        for suffix in _COMPANION_SUFFIXES:
+        for suffix in _INDEX_SUFFIXES:  # the aborted-transaction index stays valid: offsets do not move
             (self.directory / f"{old.base_offset:020d}{suffix}").unlink(missing_ok=True)
         os.replace(cleaned_path, old.log_path)
         fsync_directory(self.directory)
@@ -418,7 +477,9 @@ class PartitionLog:
             self._start_at(offset, 0)
         else:
             while self._segments[-1].base_offset >= offset:
-                self._segments.pop().delete()
+                doomed = self._segments.pop()
+                doomed.delete()
+                self.txn_index.drop_segment(doomed.base_offset)
             self._segments[-1].truncate_to(offset)
         self._recovery_point = min(self._recovery_point, self.log_end_offset)
         self._log_start_offset = min(self._log_start_offset, self.log_end_offset)
@@ -428,6 +489,7 @@ class PartitionLog:
         """Delete every segment and continue with an empty one at `offset`."""
         for segment in self._segments:
             segment.delete()
+            self.txn_index.drop_segment(segment.base_offset)
         self._segments = [_new_segment(self.directory, self.config, offset, now_ms)]
         self._log_start_offset = offset
 
@@ -438,6 +500,7 @@ class PartitionLog:
         if self._closed:
             return
         self.take_producer_snapshot()
+        self.txn_index.flush(self._segments[-1].base_offset)
         for segment in self._segments:
             segment.fsync()
             segment.flush_indexes()

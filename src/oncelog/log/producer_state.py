@@ -101,6 +101,15 @@ class ProducerStateEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    """The marker's offset."""
+    aborted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Duplicate:
     """A retried batch already in the log: answer with its original offset, write nothing."""
 
@@ -144,7 +153,52 @@ class ProducerStateManager:
                 f"producer {header.producer_id} epoch {header.producer_epoch} sequence {header.base_sequence} "
                 f"does not follow {entry.last_sequence}",
             )
+        if not header.is_transactional and entry.current_txn_first_offset >= 0:
+            # Kafka's `checkOngoingTransaction`: no plain writes in the middle of a transaction.
+            raise KafkaError(
+                ErrorCode.invalid_txn_state,
+                f"producer {header.producer_id} wrote a non-transactional batch during its open transaction",
+            )
         return None
+
+    def has_open_transaction(self, producer_id: int) -> bool:
+        entry = self.entries.get(producer_id)
+        return entry is not None and entry.current_txn_first_offset >= 0
+
+    def check_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int) -> None:
+        """Kafka's `ProducerAppendInfo.appendEndTxnMarker` checks for a coordinator's marker."""
+        entry = self.entries.get(producer_id)
+        if entry is None:
+            return
+        if producer_epoch < entry.producer_epoch:
+            raise KafkaError(ErrorCode.invalid_producer_epoch,
+                             f"marker epoch {producer_epoch} is older than {entry.producer_epoch}")
+        if coordinator_epoch < entry.coordinator_epoch:
+            raise KafkaError(ErrorCode.transaction_coordinator_fenced,
+                             f"marker coordinator epoch {coordinator_epoch} is older than {entry.coordinator_epoch}")
+
+    def apply_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, marker_offset: int,
+                     aborted: bool, timestamp: int) -> CompletedTxn | None:
+        """Close the producer's open transaction on this partition (a marker for none is a no-op)."""
+        self.last_map_offset = max(self.last_map_offset, marker_offset + 1)
+        entry = self.entries.get(producer_id)
+        if entry is None:
+            entry = self.entries[producer_id] = ProducerStateEntry(producer_id)
+        completed = None
+        if entry.current_txn_first_offset >= 0:
+            completed = CompletedTxn(producer_id, entry.current_txn_first_offset, marker_offset, aborted)
+        if producer_epoch != entry.producer_epoch:
+            entry.producer_epoch = producer_epoch
+            entry.batches.clear()  # a bumped epoch restarts sequences at 0
+        entry.coordinator_epoch = coordinator_epoch
+        entry.current_txn_first_offset = -1
+        entry.last_timestamp = max(entry.last_timestamp, timestamp)
+        return completed
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the oldest open transaction on this partition (bounds the LSO)."""
+        offsets = [e.current_txn_first_offset for e in self.entries.values() if e.current_txn_first_offset >= 0]
+        return min(offsets) if offsets else None
 
     def apply(self, header: BatchHeader, base_offset: int, timestamp: int) -> None:
         """Record a batch that is now in the log (client append or recovery replay)."""
@@ -160,7 +214,9 @@ class ProducerStateManager:
             entry.batches.clear()
         entry.last_timestamp = max(entry.last_timestamp, timestamp)
         if header.is_control:
-            return  # markers carry no sequence; transactions handle them
+            return  # markers carry no sequence; `apply_marker` handles them
+        if header.is_transactional and entry.current_txn_first_offset < 0:
+            entry.current_txn_first_offset = base_offset
         entry.batches.append(
             BatchMetadata(header.last_sequence, last_offset, header.last_offset_delta, timestamp)
         )

@@ -435,6 +435,9 @@ class LogSegment:
         self.close()
         self._offset_index.delete()
         self._time_index.delete()
+        # The aborted-transaction index belongs to the partition's TransactionIndex, but a file left behind
+        # would be read back if a later segment reused this base offset.
+        (self._directory / segment_file_name(self._base_offset, ".txnindex")).unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:

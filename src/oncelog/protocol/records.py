@@ -284,6 +284,38 @@ def retain_records(data: bytes | memoryview, position: int, keep: set[int]) -> b
     ) + after_crc
 
 
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")  # version 0, type
+_MARKER_VALUE = struct.Struct(">hi")  # version 0, coordinator epoch
+
+
+def build_marker(producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
+                 timestamp_ms: int) -> bytes:
+    """A COMMIT or ABORT control batch (`MemoryRecords.writeEndTransactionalMarker`): one record with a
+    4-byte key (version 0, type) and a 6-byte value (version 0, coordinator epoch), 78 bytes in all."""
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = _MARKER_VALUE.pack(0, coordinator_epoch)
+    return build_batch([(key, value)], timestamp_ms=timestamp_ms, producer_id=producer_id,
+                       producer_epoch=producer_epoch, base_sequence=-1, transactional=True, control=True)
+
+
+def read_marker(data: bytes | memoryview, position: int) -> tuple[int, int] | None:
+    """(control type, coordinator epoch) of the control batch at `position`; None for an empty batch or
+    a control record we do not know (clients and brokers must ignore unknown types)."""
+    for record in iter_records(data, position):
+        if record.key is None or len(record.key) < _CONTROL_KEY.size:
+            return None
+        _version, control_type = _CONTROL_KEY.unpack_from(record.key)
+        if control_type not in (CONTROL_ABORT, CONTROL_COMMIT):
+            return None
+        coordinator_epoch = -1
+        if record.value is not None and len(record.value) >= _MARKER_VALUE.size:
+            coordinator_epoch = _MARKER_VALUE.unpack_from(record.value)[1]
+        return control_type, coordinator_epoch
+    return None
+
+
 def iter_batches(data: bytes | memoryview) -> Iterator[tuple[int, BatchHeader]]:
     """Yield (position, header) of each whole batch in `data`; stops at the first incomplete one."""
     position = 0
