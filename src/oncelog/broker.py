@@ -25,11 +25,23 @@ from typing import Any
 from oncelog.config import BrokerConfig, ConfigError, TopicConfig, validate_topic_configs
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupConfig, GroupCoordinator
 from oncelog.coordinator.producer_ids import ProducerIdAllocator
-from oncelog.coordinator.runtime import Scheduler
+from oncelog.coordinator.runtime import Scheduler, StoredBatch
+from oncelog.coordinator.transaction.coordinator import (
+    TRANSACTION_STATE_TOPIC,
+    TransactionConfig,
+    TransactionCoordinator,
+)
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import LogManager, Topic, topic_name_problem
 from oncelog.log.partition import PartitionLog
-from oncelog.protocol.records import build_batch, iter_batches, iter_records, parse_header
+from oncelog.protocol.records import (
+    CONTROL_COMMIT,
+    build_batch,
+    iter_batches,
+    iter_records,
+    parse_header,
+    read_marker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +75,20 @@ def _load_cluster_id(data_dir: Path, node_id: int) -> str:
     return cluster_id
 
 
+def _bump_coordinator_epoch(data_dir: Path) -> int:
+    """The transaction coordinator's epoch: one more than at the last start, kept in a file, so markers of
+    this run fence any of an earlier run (reference §5.8; Kafka uses the partition leader epoch)."""
+    path = data_dir / "transaction-coordinator-epoch"
+    epoch = int(path.read_text().strip() or 0) + 1 if path.exists() else 0
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(f"{epoch}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    return epoch
+
+
 class InternalTopicStorage:
     """`CoordinatorStorage` over the broker's own logs (coordinator records as plain batches)."""
 
@@ -70,18 +96,70 @@ class InternalTopicStorage:
         self._broker = broker
 
     def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], *,
-               producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> Any:
+               producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> StoredBatch:
         log = self._broker.internal_log(topic, partition)
         now_ms = self._broker.now_ms()
+        # Coordinator batches carry no sequence: like Kafka's COORDINATOR origin they skip sequence checks.
         batch = build_batch(records, timestamp_ms=now_ms, producer_id=producer_id, producer_epoch=producer_epoch,
                             transactional=transactional)
-        result = log.append(batch, parse_header(batch), now_ms)
+        result = log.append_coordinator_batch(batch, parse_header(batch), now_ms)
         self._broker.log_changed(log)
-        return (log, result.base_offset + len(records))
+        return StoredBatch((log, result + len(records)), result)
 
     def when_durable(self, token: Any, callback: Callable[[bool], None]) -> None:
-        log, offset = token
-        self._broker.durability(log, offset, callback)
+        """`token` is one (log, offset) of an append, or the list `LocalMarkerWriter` returns."""
+        targets = token if isinstance(token, list) else [token]
+        _AllDurable(self._broker, targets, callback)
+
+
+class LocalMarkerWriter:
+    """Writes transaction markers straight into this broker's partition logs (no WriteTxnMarkers RPC on
+    one node, reference §5.6). A partition that no longer exists is skipped (Kafka drops deleted topics
+    from the pending set); a marker refused for a stale epoch or coordinator epoch is skipped too (the
+    transaction was already superseded there). A marker on `__consumer_offsets` also completes the
+    pending transactional offsets of the producer there."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def write_markers(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
+                      partitions: frozenset[tuple[str, int]]) -> Any:
+        broker = self._broker
+        now_ms = broker.now_ms()
+        written: list[tuple[PartitionLog, int]] = []
+        for topic, partition in sorted(partitions):
+            log = broker.logs.get(topic, partition)
+            if log is None:
+                continue
+            try:
+                offset = log.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
+            except KafkaError as error:
+                logger.warning("partition=%s producer_id=%d marker skipped: %s", log.name, producer_id, error)
+                continue
+            if topic == OFFSETS_TOPIC:
+                broker.groups.complete_transaction(producer_id, commit, partition)
+            broker.log_changed(log)
+            written.append((log, offset + 1))
+        return written
+
+
+class _AllDurable:
+    """Combines durability of several (log, offset) targets into one callback."""
+
+    def __init__(self, broker: Broker, targets: list[tuple[PartitionLog, int]], callback: Callable[[bool], None]):
+        self._remaining = len(targets)
+        self._ok = True
+        self._callback = callback
+        if not targets:
+            callback(True)
+        for log, offset in targets:
+            broker.durability(log, offset, self._one)
+
+    def _one(self, ok: bool) -> None:
+        self._ok &= ok
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._callback(self._ok)
 
 
 class Broker:
@@ -96,6 +174,7 @@ class Broker:
         self.scheduler: Scheduler
         self.durability: Durability
         self.groups: GroupCoordinator
+        self.transactions: TransactionCoordinator
 
     def start(self, scheduler: Scheduler, durability: Durability) -> None:
         """Load logs and coordinator state; `scheduler` and `durability` come from the server layer."""
@@ -119,7 +198,16 @@ class Broker:
             ),
             lambda topic, partition: self.logs.get(topic, partition) is not None,
         )
+        storage = InternalTopicStorage(self)
+        self.transactions = TransactionCoordinator(
+            storage, LocalMarkerWriter(self), scheduler, self.clock, self.producer_ids.allocate,
+            TransactionConfig(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms,
+                              config.transaction_state_log_num_partitions),
+            lambda topic, partition: self.logs.get(topic, partition) is not None,
+            _bump_coordinator_epoch(config.data_dir),
+        )
         self._load_offsets_topic()
+        self._load_transaction_state()
 
     def _load_offsets_topic(self) -> None:
         topic = self.logs.topic(OFFSETS_TOPIC)
@@ -127,30 +215,58 @@ class Broker:
             return
         records = 0
         for log in topic.partitions:
-            for key, value in self.read_internal_records(log):
-                self.groups.replay(key, value, loading=True)
+            for event in self.read_internal_records(log):
+                kind, producer_id, key, value, offset = event
+                if kind == "marker":
+                    self.groups.complete_transaction(producer_id, value == b"commit", log.partition)
+                elif kind == "transactional":
+                    assert key is not None
+                    self.groups.replay_transactional(producer_id, key, value, offset)
+                else:
+                    assert key is not None
+                    self.groups.replay(key, value, loading=True, record_offset=offset)
                 records += 1
         self.groups.finish_loading()
         logger.info("loaded %d %s records: %d groups", records, OFFSETS_TOPIC, len(self.groups.groups))
 
+    def _load_transaction_state(self) -> None:
+        topic = self.logs.topic(TRANSACTION_STATE_TOPIC)
+        if topic is None:
+            return
+        for log in topic.partitions:
+            for kind, _producer_id, key, value, _offset in self.read_internal_records(log):
+                if kind == "record" and key is not None:
+                    self.transactions.replay(key, value)
+        self.transactions.finish_loading()
+        logger.info("loaded %d transactional ids", len(self.transactions.transactions))
+
     def read_internal_records(self, log: PartitionLog) -> Any:
-        """Every (key, value) of an internal topic partition, in offset order (control batches skipped)."""
+        """Events of an internal topic partition in offset order: ("record" | "transactional", producer id,
+        key, value, offset) per record, and ("marker", producer id, None, b"commit" | b"abort", offset)."""
         offset = log.log_start_offset
         while offset < log.log_end_offset:
             data = log.read(offset, REPLAY_CHUNK_BYTES, log.log_end_offset)
             if not data:
                 return
             for position, header in iter_batches(data):
-                if header.last_offset >= offset and not header.is_control:
-                    for record in iter_records(data, position):
-                        if record.key is not None and record.offset >= offset:
-                            yield record.key, record.value
+                if header.last_offset >= offset:
+                    if header.is_control:
+                        marker = read_marker(data, position)
+                        if marker is not None:
+                            result = b"commit" if marker[0] == CONTROL_COMMIT else b"abort"
+                            yield "marker", header.producer_id, None, result, header.base_offset
+                    else:
+                        kind = "transactional" if header.is_transactional else "record"
+                        for record in iter_records(data, position):
+                            if record.key is not None and record.offset >= offset:
+                                yield kind, header.producer_id, record.key, record.value, record.offset
                 offset = max(offset, header.next_offset)
 
     def internal_log(self, topic: str, partition: int) -> PartitionLog:
         """A partition of an internal topic, creating the topic on first use."""
         if self.logs.topic(topic) is None:
-            partitions = self.config.offsets_topic_num_partitions
+            partitions = (self.config.transaction_state_log_num_partitions if topic == TRANSACTION_STATE_TOPIC
+                          else self.config.offsets_topic_num_partitions)
             self.logs.create_topic(topic, partitions, TopicConfig(dict(INTERNAL_TOPIC_CONFIGS)), self.clock())
         log = self.logs.get(topic, partition)
         assert log is not None, f"{topic}-{partition}"

@@ -84,6 +84,11 @@ class BrokerConfig:
     offsets_retention_ms: int = 7 * DAY_MS
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
+    transaction_max_timeout_ms: int = 900_000
+    transactional_id_expiration_ms: int = 7 * DAY_MS
+    transaction_state_log_num_partitions: int = 50
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     fetch_max_wait_ms_max: int = 30_000
     connection_requests_in_flight_max: int = 64
 
@@ -129,6 +134,13 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "offsets.retention.minutes": ("offsets_retention_ms", lambda v: int(v) * 60 * 1000),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _INT),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _INT),
+    "transaction.max.timeout.ms": ("transaction_max_timeout_ms", _INT),
+    "transactional.id.expiration.ms": ("transactional_id_expiration_ms", _INT),
+    "transaction.state.log.num.partitions": ("transaction_state_log_num_partitions", _INT),
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": (
+        "transaction_abort_timed_out_transaction_cleanup_interval_ms", _INT),
+    "transaction.remove.expired.transaction.cleanup.interval.ms": (
+        "transaction_remove_expired_transaction_cleanup_interval_ms", _INT),
     "producer.id.expiration.check.interval.ms": ("producer_id_expiration_check_interval_ms", _INT),
 }
 
@@ -167,6 +179,8 @@ def _validate(config: BrokerConfig) -> None:
         (config.log_flush_interval_ms >= 1, "log.flush.interval.ms must be at least 1"),
         (config.producer_id_expiration_ms >= 1, "producer.id.expiration.ms must be at least 1"),
         (config.offsets_topic_num_partitions >= 1, "offsets.topic.num.partitions must be at least 1"),
+        (config.transaction_state_log_num_partitions >= 1, "transaction.state.log.num.partitions must be ≥ 1"),
+        (config.transaction_max_timeout_ms >= 1, "transaction.max.timeout.ms must be at least 1"),
         (0 < config.group_min_session_timeout_ms <= config.group_max_session_timeout_ms,
          "group.min.session.timeout.ms must be positive and ≤ group.max.session.timeout.ms"),
         (config.group_initial_rebalance_delay_ms >= 0, "group.initial.rebalance.delay.ms must not be negative"),

@@ -66,12 +66,20 @@ class Scheduler(Protocol):
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    token: Any
+    """What `when_durable` takes."""
+    base_offset: int
+    """Offset of the first record: record i is at base_offset + i."""
+
+
 class CoordinatorStorage(Protocol):
     """Appends coordinator records to an internal topic partition."""
 
     def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], *,
-               producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> Any:
-        """Append one batch now; return a durability token for `when_durable`."""
+               producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> StoredBatch:
+        """Append one batch now (records keep their order and take consecutive offsets)."""
         ...
 
     def when_durable(self, token: Any, callback: Callable[[bool], None]) -> None:

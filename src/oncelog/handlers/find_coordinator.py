@@ -2,9 +2,9 @@
 
 Behaviour: this node coordinates every group (key type 0). The first group lookup creates
 `__consumer_offsets` (Kafka auto-creates it the same way), with replication factor 1 so it never waits
-for replicas that do not exist. v4 answers a batch of `coordinator_keys`. Transaction coordinators (key
-type 1) are not implemented yet: COORDINATOR_NOT_AVAILABLE. Other key types → INVALID_REQUEST; an empty
-key → INVALID_REQUEST.
+for replicas that do not exist; likewise every transactional id (key type 1) and `__transaction_state`.
+v4 answers a batch of `coordinator_keys`. Other key types → INVALID_REQUEST; an empty key →
+INVALID_REQUEST.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
+from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
@@ -35,8 +36,8 @@ def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[st
         broker.internal_log(OFFSETS_TOPIC, broker.groups.partition_of(key))
         return found
     if key_type == KEY_TYPE_TRANSACTION:
-        return {**missing, "error_code": ErrorCode.coordinator_not_available,
-                "error_message": "transactions are not supported by this broker yet"}
+        broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(key))
+        return found
     return {**missing, "error_code": ErrorCode.invalid_request, "error_message": f"unknown key type {key_type}"}
 
 

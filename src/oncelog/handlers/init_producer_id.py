@@ -5,18 +5,21 @@ Behaviour (Kafka's `TransactionCoordinator.handleInitProducerId` for `transactio
   producer id, epoch (the KIP-360 form, v3+) or timeout it sends; ids come from an allocator that never
   reuses an id across restarts. Nothing else is persisted.
 - An empty transactional id → INVALID_REQUEST; exactly one of producer id / epoch set → INVALID_REQUEST.
-- A non-empty transactional id needs the transaction coordinator, which this broker does not have yet:
-  COORDINATOR_NOT_AVAILABLE (FindCoordinator for transactions is not advertised either).
+- A transactional id goes to the transaction coordinator (`coordinator/transaction`): epoch bump, fencing
+  and aborting of the previous instance's open transaction (answered CONCURRENT_TRANSACTIONS; the client
+  retries), the KIP-360 retry form, timeout validation against `transaction.max.timeout.ms`.
+  PRODUCER_FENCED becomes INVALID_PRODUCER_EPOCH for v0–3, as Kafka maps it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
 from oncelog.errors import ErrorCode
-from oncelog.protocol.codec import build_response
+from oncelog.protocol.codec import build_response, duration_ms
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 22
 VERSIONS = (0, 4)
@@ -33,8 +36,17 @@ def handle(context: RequestContext, request: Any) -> Any:
     producer_epoch = int(getattr(request, "producer_epoch", -1))
     if (producer_id == -1) != (producer_epoch == -1):
         return _respond(context, ErrorCode.invalid_request)
-    if transactional_id is not None:
-        if transactional_id == "":
-            return _respond(context, ErrorCode.invalid_request)
-        return _respond(context, ErrorCode.coordinator_not_available)
-    return _respond(context, ErrorCode.none, context.broker.producer_ids.allocate(), 0)
+    if transactional_id is None:
+        return _respond(context, ErrorCode.none, context.broker.producer_ids.allocate(), 0)
+    broker = context.broker
+    broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(transactional_id or "x"))
+    completion = broker.transactions.init_producer_id(
+        transactional_id, duration_ms(request.transaction_timeout), producer_id, producer_epoch)
+
+    def respond(result: dict[str, Any]) -> Any:
+        code = result["error_code"]
+        if code == ErrorCode.producer_fenced and context.api_version < 4:
+            code = ErrorCode.invalid_producer_epoch
+        return _respond(context, code, result["producer_id"], result["producer_epoch"])
+
+    return AwaitCompletion(completion, respond)

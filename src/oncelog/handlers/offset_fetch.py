@@ -2,8 +2,9 @@
 
 Behaviour: committed offsets of the requested partitions (v2+: `topics = null` means every partition the
 group committed), -1 with empty metadata where none is committed, also for unknown groups. v5+ carry the
-committed leader epoch. v7 `require_stable` answers UNSTABLE_OFFSET_COMMIT for partitions with pending
-transactional offsets; there are none until transactions exist. v8+ (batched groups) is not advertised.
+committed leader epoch. Pending transactional offsets are invisible; with v7 `require_stable` a partition
+that has some answers UNSTABLE_OFFSET_COMMIT (retriable: the client asks again after the transaction
+ends). v8+ (batched groups) is not advertised.
 """
 
 from __future__ import annotations
@@ -24,9 +25,16 @@ def handle(context: RequestContext, request: Any) -> Any:
     requested = None
     if request.topics is not None:
         requested = [(topic.name, int(index)) for topic in request.topics for index in topic.partition_indexes]
-    offsets = context.broker.groups.fetch_offsets(request.group_id, requested)
+    groups = context.broker.groups
+    offsets = groups.fetch_offsets(request.group_id, requested)
+    require_stable = bool(getattr(request, "require_stable", False))
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (topic, partition), value in offsets.items():
+        if require_stable and groups.has_pending_offsets(request.group_id, topic, partition):
+            by_topic[topic].append({"partition_index": partition, "committed_offset": -1,
+                                    "committed_leader_epoch": -1, "metadata": "",
+                                    "error_code": ErrorCode.unstable_offset_commit})
+            continue
         by_topic[topic].append({
             "partition_index": partition,
             "committed_offset": value.offset if value else -1,

@@ -11,6 +11,10 @@ Behaviour:
   first (docs/kafka-eos-reference.md §4.2): a retried batch still in the last-five window is answered
   NONE with its *original* base offset and not written again; a stale epoch → INVALID_PRODUCER_EPOCH;
   a sequence gap → OUT_OF_ORDER_SEQUENCE_NUMBER; an unknown producer is accepted at any sequence.
+- Transactions: a producer's first transactional batch on a partition is verified with the transaction
+  coordinator (KIP-890 part 1): partition not in its ongoing transaction → INVALID_TXN_STATE, stale epoch
+  → INVALID_PRODUCER_EPOCH, transaction completing → NOT_ENOUGH_REPLICAS (retriable). A plain batch from
+  a producer with an open transaction → INVALID_TXN_STATE.
 - The log assigns offsets by rewriting the batch's base offset and leader epoch. LogAppendTime topics get
   the timestamp-type bit, MaxTimestamp = now and a new CRC; `log_append_time` is then now, else -1.
 - acks=1 is answered once the batch is written to the segment file (the page cache survives kill -9);
@@ -25,7 +29,7 @@ from typing import Any
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_response
-from oncelog.protocol.records import parse_header, validate_client_batch, with_log_append_time
+from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
 
 from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitDurable, RequestContext
 
@@ -48,8 +52,31 @@ def _partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_ap
     }
 
 
-def _append(context: RequestContext, topic_name: str, index: int, records: bytes | None,
-            appended: list[tuple[PartitionLog, int]]) -> dict[str, Any]:
+# KIP-890 verification answers, as Kafka translates them for Produce below v11.
+_VERIFICATION_ERRORS = {
+    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
+    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
+    ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas,
+}
+
+
+def _verify_transactional(context: RequestContext, transactional_id: str | None, log: PartitionLog,
+                          header: BatchHeader) -> None:
+    """A producer's first transactional batch on a partition must belong to its ongoing transaction with
+    this partition added (KIP-890 part 1): a zombie can't open a transaction the coordinator never sees."""
+    if not header.is_transactional or log.producer_state.has_open_transaction(header.producer_id):
+        return
+    if log.producer_state.check(header) is not None:
+        return  # a retried duplicate is answered from the window, whatever happened since
+    problem = context.broker.transactions.verify_partition(
+        transactional_id, header.producer_id, header.producer_epoch, (log.topic, log.partition))
+    if problem is not None:
+        raise KafkaError(_VERIFICATION_ERRORS.get(problem, problem),
+                         f"producer {header.producer_id} is not in a transaction with {log.name}")
+
+
+def _append(context: RequestContext, transactional_id: str | None, topic_name: str, index: int,
+            records: bytes | None, appended: list[tuple[PartitionLog, int]]) -> dict[str, Any]:
     broker = context.broker
     topic = broker.logs.topic(topic_name)
     if topic is None or not 0 <= index < len(topic.partitions):
@@ -66,6 +93,7 @@ def _append(context: RequestContext, topic_name: str, index: int, records: bytes
         if log_append_time_topic:
             records = with_log_append_time(records, now_ms)
             header = parse_header(records)
+        _verify_transactional(context, transactional_id, log, header)
         result = log.append(records, header, now_ms)
     except KafkaError as error:
         return _partition_result(index, error.code, log_start_offset=log.log_start_offset, message=error.message)
@@ -87,9 +115,8 @@ def handle(context: RequestContext, request: Any) -> Any:
             if acks not in _VALID_ACKS:
                 partitions.append(_partition_result(partition_data.index, ErrorCode.invalid_required_acks))
             else:
-                partitions.append(
-                    _append(context, topic_data.name, partition_data.index, partition_data.records, appended)
-                )
+                partitions.append(_append(context, request.transactional_id, topic_data.name, partition_data.index,
+                                          partition_data.records, appended))
         topics.append({"name": topic_data.name, "partition_responses": partitions})
     for log, _offset in appended:
         context.broker.log_changed(log)

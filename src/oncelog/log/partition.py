@@ -274,6 +274,15 @@ class PartitionLog:
         self.producer_state.advance(base_offset + header.last_offset_delta + 1)
         return AppendResult(base_offset)
 
+    def append_coordinator_batch(self, batch: bytes, header: BatchHeader, now_ms: int) -> int:
+        """Append a coordinator's batch (offsets, transaction state): no sequence checks, like Kafka's
+        COORDINATOR origin, but producer state and open transactions are tracked. Returns its base offset."""
+        base_offset = self._append_bytes(batch, header, now_ms, 0)
+        if header.producer_id >= 0:
+            self.producer_state.apply(header, base_offset, header.max_timestamp)
+        self.producer_state.advance(base_offset + header.last_offset_delta + 1)
+        return base_offset
+
     def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
                       now_ms: int) -> int:
         """Write a transaction coordinator's COMMIT/ABORT marker; return its offset.

@@ -164,12 +164,14 @@ def _plan(cls: type) -> tuple[_FieldPlan, ...]:
     return tuple(plan)
 
 
-def _convert(kafka_type: str | None, value: Any) -> Any:
+def _convert(kafka_type: str | None, value: Any, optional: bool) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         if kafka_type in ("timedelta_i32", "timedelta_i64"):
             return datetime.timedelta(milliseconds=value)
         if kafka_type == "datetime_i64":
-            return None if value < 0 else datetime.datetime.fromtimestamp(value / 1000, tz=_UTC)
+            if value < 0 and optional:
+                return None  # kio writes a null timestamp as -1
+            return datetime.datetime.fromtimestamp(value / 1000, tz=_UTC)
     return value
 
 
@@ -196,7 +198,7 @@ def build(cls: type, data: Mapping[str, Any]) -> Any:
         elif plan.is_tuple and value is not None:
             value = tuple(value)
         else:
-            value = _convert(plan.kafka_type, value)
+            value = _convert(plan.kafka_type, value, plan.optional)
         kwargs[plan.name] = value
     return cls(**kwargs)
 

@@ -118,6 +118,10 @@ class BrokerServer:
             _Periodic(config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
             _Periodic(config.offsets_retention_check_interval_ms, lambda: self.broker.groups.expire_offsets()),
             _Periodic(config.log_cleaner_backoff_ms, lambda: logs.compact(self.broker.now_ms())),
+            _Periodic(config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                      lambda: self.broker.transactions.abort_timed_out()),
+            _Periodic(config.transaction_remove_expired_transaction_cleanup_interval_ms,
+                      lambda: self.broker.transactions.expire_transactional_ids()),
             _Periodic(
                 config.producer_id_expiration_check_interval_ms,
                 lambda: logs.expire_producers(self.broker.now_ms(), config.producer_id_expiration_ms),

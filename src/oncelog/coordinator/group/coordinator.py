@@ -69,6 +69,14 @@ def _error(code: ErrorCode, **fields: Any) -> Response:
     return {"error_code": code, **fields}
 
 
+def _durable_errors(errors: dict[tuple[str, int], ErrorCode], ok: bool) -> dict[tuple[str, int], ErrorCode]:
+    """Per-partition answers once the write finished: a failed fsync turns NONE into a retriable error."""
+    if ok:
+        return errors
+    return {tp: (ErrorCode.coordinator_not_available if code == ErrorCode.none else code)
+            for tp, code in errors.items()}
+
+
 class GroupCoordinator:
     def __init__(self, storage: CoordinatorStorage, scheduler: Scheduler, clock: Callable[[], int],
                  config: GroupConfig, partition_exists: Callable[[str, int], bool]) -> None:
@@ -94,24 +102,61 @@ class GroupCoordinator:
 
     def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]]) -> Any:
         """Append records for `group_id`'s partition, replay them, return the durability token."""
-        token = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records)
-        for key, value in records:
-            self.replay(key, value, loading=False)
-        return token
+        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records)
+        for index, (key, value) in enumerate(records):
+            self.replay(key, value, loading=False, record_offset=stored.base_offset + index)
+        return stored.token
 
     def _after_durable(self, token: Any, respond: Callable[[bool], Response]) -> Completion[Response]:
         completion: Completion[Response] = Completion()
         self.storage.when_durable(token, lambda ok: completion.resolve(respond(ok)))
         return completion
 
-    def replay(self, key: bytes, value: bytes | None, *, loading: bool) -> None:
+    def replay(self, key: bytes, value: bytes | None, *, loading: bool, record_offset: int = -1) -> None:
         """Apply one `__consumer_offsets` record. Offsets always; group metadata only while loading
         (afterwards the in-memory group is the source and the record its durable copy)."""
         parsed = parse_key(key)
         if isinstance(parsed, OffsetKey):
-            self.offsets.replay_offset(parsed, value)
+            self.offsets.replay_offset(parsed, value, record_offset)
         elif loading:
             self._load_group(parsed, value)
+
+    def replay_transactional(self, producer_id: int, key: bytes, value: bytes | None, record_offset: int) -> None:
+        """A record of a transactional batch: pending until its producer's marker lands."""
+        parsed = parse_key(key)
+        if isinstance(parsed, OffsetKey):
+            self.offsets.replay_transactional(producer_id, parsed, value, record_offset)
+
+    def complete_transaction(self, producer_id: int, commit: bool, offsets_partition: int) -> None:
+        """A COMMIT/ABORT marker for `producer_id` was written to `__consumer_offsets-{offsets_partition}`."""
+        groups = [g for g in self.offsets.pending_groups(producer_id) if self.partition_of(g) == offsets_partition]
+        self.offsets.complete_transaction(producer_id, commit, groups)
+
+    def commit_transactional_offsets(self, group_id: str, producer_id: int, producer_epoch: int, member_id: str,
+                                     group_instance_id: str | None, generation_id: int,
+                                     commits: list[OffsetCommit]) -> Completion[dict[tuple[str, int], ErrorCode]]:
+        """TxnOffsetCommit: validate as Kafka's KIP-447 rules (no REBALANCE_IN_PROGRESS), write the offsets
+        in a transactional batch of the producer; they stay pending until the COMMIT marker."""
+        group = self.groups.get(group_id)
+        problem = ErrorCode.invalid_group_id if not group_id else self._validate_commit(
+            group, member_id, group_instance_id, generation_id, transactional=True)
+        if problem is not None:
+            return resolved({(c.topic, c.partition): problem for c in commits})
+        if group is None:
+            group = self.groups[group_id] = Group(group_id, state_timestamp_ms=self.clock())
+        errors, records = self._offset_records(group_id, commits)
+        if not records:
+            return resolved(errors)
+        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records, producer_id=producer_id,
+                                     producer_epoch=producer_epoch, transactional=True)
+        for index, (key, value) in enumerate(records):
+            self.replay_transactional(producer_id, key, value, stored.base_offset + index)
+        completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
+        self.storage.when_durable(stored.token, lambda ok: completion.resolve(_durable_errors(errors, ok)))
+        return completion
+
+    def has_pending_offsets(self, group_id: str, topic: str, partition: int) -> bool:
+        return self.offsets.has_pending(group_id, (topic, partition))
 
     def _load_group(self, key: GroupKey, value: bytes | None) -> None:
         if value is None:
@@ -184,6 +229,17 @@ class GroupCoordinator:
             group = self.groups[group_id] = Group(group_id, state_timestamp_ms=self.clock())
         if member_id in group.members:
             self.membership.touch(group, group.members[member_id])
+        errors, records = self._offset_records(group_id, commits)
+        if not records:
+            return resolved(errors)
+        token = self._write(group_id, records)
+        completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
+        self.storage.when_durable(token, lambda ok: completion.resolve(_durable_errors(errors, ok)))
+        return completion
+
+    def _offset_records(self, group_id: str, commits: list[OffsetCommit]
+                        ) -> tuple[dict[tuple[str, int], ErrorCode], list[tuple[bytes, bytes | None]]]:
+        """Per-partition checks of a commit, and the records of the partitions that passed them."""
         errors: dict[tuple[str, int], ErrorCode] = {}
         records: list[tuple[bytes, bytes | None]] = []
         now = self.clock()
@@ -197,19 +253,7 @@ class GroupCoordinator:
                 errors[tp] = ErrorCode.none
                 value = OffsetValue(commit.offset, commit.leader_epoch, commit.metadata or "", now)
                 records.append((offset_key(group_id, commit.topic, commit.partition), offset_value(value)))
-        if not records:
-            return resolved(errors)
-        token = self._write(group_id, records)
-
-        def respond(ok: bool) -> dict[tuple[str, int], ErrorCode]:
-            if ok:
-                return errors
-            return {tp: (ErrorCode.coordinator_not_available if code == ErrorCode.none else code)
-                    for tp, code in errors.items()}
-
-        completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
-        self.storage.when_durable(token, lambda ok: completion.resolve(respond(ok)))
-        return completion
+        return errors, records
 
     def fetch_offsets(
         self, group_id: str, partitions: list[tuple[str, int]] | None

@@ -1,0 +1,1 @@
+"""The transaction coordinator: transactional ids, epochs, two-phase commit with markers."""

@@ -1,0 +1,28 @@
+"""DescribeTransactions (key 65), version 0: state, timeout, start time, producer id/epoch and partitions
+of each transactional id; unknown → TRANSACTIONAL_ID_NOT_FOUND; empty id → INVALID_REQUEST."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from oncelog.protocol.codec import build_response
+
+from .base import RequestContext
+
+API_KEY = 65
+VERSIONS = (0, 0)
+
+
+def _entry(result: dict[str, Any]) -> dict[str, Any]:
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for topic, partition in result.pop("partitions"):
+        by_topic[topic].append(partition)
+    result["topics"] = [{"topic": topic, "partitions": partitions} for topic, partitions in sorted(by_topic.items())]
+    return result
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    states = [_entry(context.broker.transactions.describe(transactional_id))
+              for transactional_id in request.transactional_ids]
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": states})
