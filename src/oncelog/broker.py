@@ -75,6 +75,16 @@ def _load_cluster_id(data_dir: Path, node_id: int) -> str:
     return cluster_id
 
 
+FAULT_INJECTION_ENV = "ONCELOG_FAULT_INJECTION"
+"""For crash tests only: the name of a commit-protocol point at which the process dies (os._exit)."""
+
+
+def _crash_at(point: str, wanted: str) -> None:
+    if point == wanted:
+        logger.error("fault injection: dying at %s", point)
+        os._exit(137)
+
+
 def _bump_coordinator_epoch(data_dir: Path) -> int:
     """The transaction coordinator's epoch: one more than at the last start, kept in a file, so markers of
     this run fence any of an earlier run (reference §5.8; Kafka uses the partition leader epoch)."""
@@ -206,6 +216,9 @@ class Broker:
             lambda topic, partition: self.logs.get(topic, partition) is not None,
             _bump_coordinator_epoch(config.data_dir),
         )
+        fault = os.environ.get(FAULT_INJECTION_ENV)
+        if fault:
+            self.transactions.fault_hook = lambda point: _crash_at(point, fault)
         self._load_offsets_topic()
         self._load_transaction_state()
 

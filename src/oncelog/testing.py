@@ -15,6 +15,7 @@ bootstrap address of a fresh embedded broker.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -96,9 +97,12 @@ def embedded_broker(data_dir: Path | None = None, **properties: str) -> Iterator
 class BrokerProcess:
     """`oncelog serve` in a subprocess, for crash tests. Restartable on the same data directory."""
 
-    def __init__(self, data_dir: Path, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, overrides: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.overrides = overrides or {}
+        self.env = env or {}
+        """Extra environment for the next start (e.g. ONCELOG_FAULT_INJECTION for crash tests)."""
         self.process: subprocess.Popen[str] | None = None
         self.bootstrap = ""
         self.log_path = data_dir.parent / f"{data_dir.name}.broker.log"
@@ -108,7 +112,8 @@ class BrokerProcess:
         for key, value in self.overrides.items():
             command += ["--override", f"{key}={value}"]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps writing to it
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                                        env={**os.environ, **self.env})
         log.close()
         assert self.process.stdout is not None
         line = self._read_line_with_timeout()

@@ -70,6 +70,8 @@ class TransactionCoordinator:
         self.partition_exists = partition_exists
         self.coordinator_epoch = coordinator_epoch
         self.transactions: dict[str, TransactionMetadata] = {}
+        self.fault_hook: Callable[[str], None] = lambda point: None
+        """Called at named points of the commit protocol; fault tests make it kill the process there."""
 
     def partition_of(self, transactional_id: str) -> int:
         return partition_for(transactional_id, self.config.state_topic_partitions)
@@ -237,6 +239,7 @@ class TransactionCoordinator:
                     completion.resolve(ErrorCode.coordinator_not_available)
                 return
             metadata.complete()
+            self.fault_hook("after-prepare-before-markers")
             self._write_markers_then_complete(metadata, completion)
 
         self._persist(metadata, durable)
