@@ -82,6 +82,25 @@ def _groups_parser(subparsers: Any) -> None:
     target.add_argument("--to-offset", type=int, metavar="N", help="offset N in every partition (clamped to the log)")
 
 
+def _transactions_parser(subparsers: Any) -> None:
+    transactions = subparsers.add_parser("transactions", help="list, describe, find hanging and abort transactions")
+    actions = transactions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _with_bootstrap(actions.add_parser("list", help="transactional ids with producer id and state"))
+    listing.add_argument("--state", action="append", metavar="STATE", help="only this state (repeatable)")
+    describe = _with_bootstrap(actions.add_parser("describe", help="one transactional id in detail"))
+    describe.add_argument("transactional_id", metavar="TRANSACTIONAL_ID")
+    hanging = _with_bootstrap(actions.add_parser(
+        "find-hanging", help="open transactions on partitions that their coordinator does not hold"))
+    hanging.add_argument("--topic", action="append", help="only these topics (repeatable; default all)")
+    hanging.add_argument("--max-transaction-timeout-ms", type=int, default=900_000, metavar="MS",
+                         help="only transactions open at least this long (default 900000, Kafka's maximum)")
+    abort = _with_bootstrap(actions.add_parser(
+        "abort", help="write an ABORT marker for the open transaction starting at an offset of a partition"))
+    abort.add_argument("--topic", required=True)
+    abort.add_argument("--partition", type=int, required=True)
+    abort.add_argument("--start-offset", type=int, required=True, help="first offset of the transaction")
+
+
 def _producers_parser(subparsers: Any) -> None:
     producers = subparsers.add_parser("producers", help="inspect idempotent and transactional producers")
     actions = producers.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -102,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(subparsers)
     _topics_parser(subparsers)
     _groups_parser(subparsers)
+    _transactions_parser(subparsers)
     _producers_parser(subparsers)
     return parser
 
@@ -174,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "producers":
             return admin.run_producers(args)
+        if args.command == "transactions":
+            from oncelog import admin_transactions
+
+            return admin_transactions.run_transactions(args)
         if args.command == "groups":
             from oncelog import admin_groups
 

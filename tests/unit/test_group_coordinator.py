@@ -10,7 +10,7 @@ import pytest
 from oncelog.coordinator.group.coordinator import GroupConfig, GroupCoordinator, OffsetCommit
 from oncelog.coordinator.group.group import VALID_PREVIOUS, GroupState
 from oncelog.coordinator.group.records import partition_for
-from oncelog.coordinator.runtime import Completion, ManualScheduler
+from oncelog.coordinator.runtime import Completion, ManualScheduler, StoredBatch
 from oncelog.errors import ErrorCode
 
 SESSION_MS = 10_000
@@ -25,9 +25,11 @@ class MemoryStorage:
         self.pending: list[Callable[[bool], None]] = []
         self.auto_durable = True
 
-    def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], **_: Any) -> Any:
-        self.partitions.setdefault((topic, partition), []).extend(records)
-        return (topic, partition)
+    def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], **_: Any) -> StoredBatch:
+        stored = self.partitions.setdefault((topic, partition), [])
+        base_offset = len(stored)
+        stored.extend(records)
+        return StoredBatch((topic, partition), base_offset)
 
     def when_durable(self, token: Any, callback: Callable[[bool], None]) -> None:
         if self.auto_durable:
@@ -207,7 +209,7 @@ def test_initial_rebalance_delay_waits_for_more_members() -> None:
 
 
 def test_offsets_commit_fetch_and_replay_rebuild_them() -> None:
-    coordinator, scheduler, storage = make()
+    coordinator, _scheduler, storage = make()
     simple = coordinator.commit_offsets("g", "", None, -1, [OffsetCommit("t", 0, 42, 0, "meta"),
                                                            OffsetCommit("t", 9, 1, 0, None),
                                                            OffsetCommit("t", 1, 7, 0, "x" * 5000)])

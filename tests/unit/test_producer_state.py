@@ -180,6 +180,16 @@ class ProducerStateMachine(RuleBasedStateMachine):
         answer = self.send(batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.record_count)
         assert answer == ("duplicate", batch.base_offset, batch.timestamp)
 
+    @precondition(lambda self: bool(self.producers))
+    @rule(index=st.integers(0, 1000), which=st.integers(0, 1000), extra=st.integers(1, 3))
+    def retry_resized(self, index: int, which: int, extra: int) -> None:
+        """Same first sequence, different last sequence: not the cached batch, so not a duplicate."""
+        _producer_id, producer = self.pick(index)
+        batch = producer.window[which % len(producer.window)]
+        record_count = batch.record_count + extra if extra < 3 or batch.record_count == 1 else 1
+        answer = self.send(batch.producer_id, batch.producer_epoch, batch.base_sequence, record_count)
+        assert answer == ("error", ErrorCode.out_of_order_sequence_number)
+
     @precondition(lambda self: bool(self.old_batches()))
     @rule(which=st.integers(0, 1000))
     def retry_old(self, which: int) -> None:

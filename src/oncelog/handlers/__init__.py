@@ -1,6 +1,7 @@
 """The dispatch table: one module per API key, each stating its versions and behaviour.
 
-An API is advertised by ApiVersions if and only if it is in `HANDLERS`.
+An API is advertised by ApiVersions if and only if it is in `HANDLERS`. `INTERNAL_HANDLERS` are served
+but never advertised (WriteTxnMarkers, for tooling: clients must not see it, reference §2.3).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from . import (
     produce,
     sync_group,
     txn_offset_commit,
+    write_txn_markers,
 )
 from .base import ApiHandler
 
@@ -80,3 +82,4 @@ def _handler(module: ModuleType) -> ApiHandler:
 
 
 HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in _MODULES}
+INTERNAL_HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in (write_txn_markers,)}

@@ -27,7 +27,7 @@ from typing import Any
 from oncelog.broker import Broker
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ProtocolError
-from oncelog.handlers import HANDLERS
+from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
 from oncelog.handlers.base import (
@@ -121,7 +121,7 @@ class Connection:
     def _dispatch(self, frame: bytes) -> _Entry:
         """Handle one request synchronously; raises ProtocolError or _Close to drop the connection."""
         api_key, api_version, correlation_id = peek_header(frame)
-        api = HANDLERS.get(api_key)
+        api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
         if api is None:
             raise ProtocolError(f"unknown API key {api_key}")
         if not api.version_min <= api_version <= api.version_max:

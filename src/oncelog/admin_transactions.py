@@ -1,0 +1,114 @@
+"""`oncelog transactions list|describe|find-hanging|abort`, like Kafka's kafka-transactions.sh."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from oncelog.admin import _metadata, table
+from oncelog.client import ClientError, KafkaClient
+
+DESCRIBE_PRODUCERS, DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS, WRITE_TXN_MARKERS = 61, 65, 66, 27
+
+
+def _list(client: KafkaClient, states: list[str]) -> str:
+    response = client.request(LIST_TRANSACTIONS, 1, {"state_filters": states, "producer_id_filters": [],
+                                                      "duration_filter": -1})
+    if response.unknown_state_filters:
+        raise ClientError("unknown state(s): " + ", ".join(response.unknown_state_filters) + " (states: Empty, "
+                          "Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort)")
+    rows = [(t.transactional_id, t.producer_id, t.transaction_state) for t in response.transaction_states]
+    return table(["TRANSACTIONAL ID", "PRODUCER ID", "STATE"], rows) if rows else "no transactions"
+
+
+def _describe_one(client: KafkaClient, transactional_id: str) -> Any:
+    response = client.request(DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [transactional_id]})
+    return response.transaction_states[0]
+
+
+def _describe(client: KafkaClient, transactional_id: str) -> str:
+    state = _describe_one(client, transactional_id)
+    if state.error_code != 0:
+        raise ClientError(f"transactional id {transactional_id}: {state.error_code.name.upper()}")
+    start_ms = int(state.transaction_start_time.timestamp() * 1000)
+    duration = f"{(time.time() * 1000 - start_ms) / 1000:.1f}s" if start_ms >= 0 else "-"
+    partitions = ", ".join(f"{t.topic}-{p}" for t in state.topics for p in t.partitions) or "-"
+    return table(["TRANSACTIONAL ID", "PRODUCER ID", "EPOCH", "STATE", "TIMEOUT MS", "DURATION", "PARTITIONS"],
+                 [(state.transactional_id, state.producer_id, state.producer_epoch, state.transaction_state,
+                   int(state.transaction_timeout.total_seconds() * 1000), duration, partitions)])
+
+
+def _open_transactions(client: KafkaClient, topics: list[str] | None) -> list[tuple[str, int, Any]]:
+    """(topic, partition, producer state) of every producer with an open transaction on a partition."""
+    metadata = _metadata(client, topics)
+    found = []
+    for topic in metadata.topics:
+        if topic.error_code != 0:
+            continue
+        partitions = [p.partition_index for p in topic.partitions]
+        response = client.request(DESCRIBE_PRODUCERS, 0, {"topics": [{"name": topic.name,
+                                                                       "partition_indexes": partitions}]})
+        for result in response.topics[0].partitions:
+            for producer in result.active_producers:
+                if producer.current_txn_start_offset >= 0:
+                    found.append((topic.name, int(result.partition_index), producer))
+    return found
+
+
+def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms: int) -> str:
+    """Open transactions older than the max timeout that the coordinator does not hold as Ongoing with that
+    partition (Kafka's FindHangingTransactionsCommand)."""
+    listed = client.request(LIST_TRANSACTIONS, 1, {"state_filters": [], "producer_id_filters": [],
+                                                    "duration_filter": -1}).transaction_states
+    by_producer = {t.producer_id: t.transactional_id for t in listed}
+    now_ms = int(time.time() * 1000)
+    rows = []
+    for topic, partition, producer in _open_transactions(client, topics):
+        age_ms = now_ms - producer.last_timestamp
+        if age_ms < max_timeout_ms:
+            continue
+        transactional_id = by_producer.get(producer.producer_id)
+        if transactional_id is not None:
+            state = _describe_one(client, transactional_id)
+            in_transaction = any(t.topic == topic and partition in t.partitions for t in state.topics)
+            if state.transaction_state == "Ongoing" and in_transaction:
+                continue
+        rows.append((topic, partition, producer.producer_id, producer.producer_epoch, producer.coordinator_epoch,
+                     producer.current_txn_start_offset, producer.last_timestamp, f"{age_ms / 60000:.1f}",
+                     transactional_id or "-"))
+    headers = ["TOPIC", "PARTITION", "PRODUCER ID", "EPOCH", "COORDINATOR EPOCH", "START OFFSET",
+               "LAST TIMESTAMP", "DURATION MIN", "TRANSACTIONAL ID"]
+    return table(headers, rows) if rows else "no hanging transactions"
+
+
+def _abort(client: KafkaClient, topic: str, partition: int, start_offset: int) -> str:
+    candidates = [p for t, index, p in _open_transactions(client, [topic])
+                  if index == partition and p.current_txn_start_offset == start_offset]
+    if not candidates:
+        raise ClientError(f"no open transaction starts at offset {start_offset} of {topic}-{partition} "
+                          "(see `oncelog transactions find-hanging`)")
+    producer = candidates[0]
+    response = client.request(WRITE_TXN_MARKERS, 1, {"markers": [{
+        "producer_id": producer.producer_id, "producer_epoch": producer.producer_epoch, "transaction_result": False,
+        "topics": [{"name": topic, "partition_indexes": [partition]}],
+        "coordinator_epoch": producer.coordinator_epoch}]})
+    code = response.markers[0].topics[0].partitions[0].error_code
+    if code != 0:
+        raise ClientError(f"abort failed: {code.name.upper()}")
+    return (f"aborted the transaction of producer {producer.producer_id} (epoch {producer.producer_epoch}) "
+            f"starting at offset {start_offset} of {topic}-{partition}")
+
+
+def run_transactions(args: argparse.Namespace) -> int:
+    with KafkaClient(args.bootstrap) as client:
+        if args.action == "list":
+            output = _list(client, args.state or [])
+        elif args.action == "describe":
+            output = _describe(client, args.transactional_id)
+        elif args.action == "find-hanging":
+            output = _find_hanging(client, args.topic or None, args.max_transaction_timeout_ms)
+        else:
+            output = _abort(client, args.topic, args.partition, args.start_offset)
+    print(output)
+    return 0
