@@ -129,3 +129,40 @@ def test_groups_and_producers_commands(tmp_path: Path) -> None:
         assert producers.returncode == 0, producers.stderr
         rows = [line.split() for line in producers.stdout.splitlines()[2:]]
         assert {row[0] for row in rows} == {"0", "1"} and {row[3] for row in rows} == {"19"}
+
+
+def test_transactions_commands(tmp_path: Path) -> None:
+    """`transactions list/describe/find-hanging/abort` on a real open transaction."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    with BrokerProcess(tmp_path / "d") as broker:
+        bootstrap = broker.bootstrap
+        assert oncelog("topics", "create", "ledger", "--bootstrap", bootstrap).returncode == 0
+        producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "ledger-writer"})
+        producer.init_transactions(15)
+        producer.begin_transaction()
+        producer.produce("ledger", value=b"pending", partition=0)
+        assert producer.flush(15) == 0
+
+        listed = oncelog("transactions", "list", "--state", "Ongoing", "--bootstrap", bootstrap)
+        assert listed.returncode == 0 and "ledger-writer" in listed.stdout and "Ongoing" in listed.stdout
+        bad_state = oncelog("transactions", "list", "--state", "Sleeping", "--bootstrap", bootstrap)
+        assert bad_state.returncode == 1 and "unknown state" in bad_state.stderr
+        described = oncelog("transactions", "describe", "ledger-writer", "--bootstrap", bootstrap)
+        assert described.returncode == 0 and "ledger-0" in described.stdout
+        hanging = oncelog("transactions", "find-hanging", "--max-transaction-timeout-ms", "0",
+                          "--bootstrap", bootstrap)
+        assert hanging.returncode == 0 and "no hanging transactions" in hanging.stdout, hanging.stdout
+
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "audit", "enable.auto.commit": False,
+                             "isolation.level": "read_committed"})
+        assert consumer.get_watermark_offsets(TopicPartition("ledger", 0), timeout=10) == (0, 0)
+        aborted = oncelog("transactions", "abort", "--topic", "ledger", "--partition", "0", "--start-offset", "0",
+                          "--bootstrap", bootstrap)
+        assert aborted.returncode == 0, aborted.stderr
+        assert consumer.get_watermark_offsets(TopicPartition("ledger", 0), timeout=10) == (0, 2), \
+            "the ABORT marker moves the last stable offset past the transaction"
+        consumer.close()
+        missing = oncelog("transactions", "abort", "--topic", "ledger", "--partition", "0", "--start-offset", "0",
+                          "--bootstrap", bootstrap)
+        assert missing.returncode == 1 and "no open transaction" in missing.stderr
