@@ -101,6 +101,22 @@ def _transactions_parser(subparsers: Any) -> None:
     abort.add_argument("--start-offset", type=int, required=True, help="first offset of the transaction")
 
 
+def _demo_parser(subparsers: Any) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="run the order pipeline under random crashes and audit it",
+        description="Producer app → orders → processor → orders-enriched → database sink, with the processor "
+        "and sink SIGKILLed at random points, then an audit of the output topic and the table. The last line "
+        "is 'MODE: N in, X out, Y rows, D duplicates, M missing'.")
+    demo.add_argument("mode", choices=["at-most-once", "at-least-once", "exactly-once"])
+    demo.add_argument("--records", type=int, default=5000, help="orders to produce (default 5000)")
+    demo.add_argument("--crashes", type=int, default=5, help="random SIGKILLs of processor or sink (default 5)")
+    demo.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                      help="use this cluster (default: start a broker in a temp dir)")
+    demo.add_argument("--db", default=None, metavar="URL",
+                      help="sqlite:///path or postgresql://... (default: SQLite in a temp dir)")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the crash schedule (default: random)")
+
+
 def _producers_parser(subparsers: Any) -> None:
     producers = subparsers.add_parser("producers", help="inspect idempotent and transactional producers")
     actions = producers.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -123,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _groups_parser(subparsers)
     _transactions_parser(subparsers)
     _producers_parser(subparsers)
+    _demo_parser(subparsers)
     return parser
 
 
@@ -188,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command == "demo":
+        from oncelog.eos import demo
+
+        return demo.run(args.mode, args.records, args.crashes, args.bootstrap, args.db, args.seed)
     from oncelog import admin
     from oncelog.client import ClientError
 
