@@ -17,6 +17,10 @@ CONFLUENT_API_VERSIONS_V3 = bytes.fromhex(
     "72646b61666b612d322e31362e3000"
 )
 AIOKAFKA_API_VERSIONS_V0 = bytes.fromhex("00120000000000010003636170")
+KAFKA_PYTHON_API_VERSIONS_V4 = bytes.fromhex(
+    "00120004000000010003636170000d6b61666b612d707974686f6e07332e302e313200"
+)
+KAFKA_PYTHON_METADATA_V12 = bytes.fromhex("0003000c0000000200036361700001010000")
 
 
 def sized(frame: bytes) -> bytes:
@@ -54,6 +58,13 @@ def test_aiokafka_api_versions_v0_uses_header_v1() -> None:
     header, _request = decode_request(AIOKAFKA_API_VERSIONS_V0, 18, 0)
     assert (header.api_key, header.api_version, header.correlation_id, header.client_id) == (18, 0, 1, "cap")
     assert header.body_position == len(AIOKAFKA_API_VERSIONS_V0)
+
+
+def test_kafka_python_api_versions_v4_and_metadata_v12() -> None:
+    header, request = decode_request(KAFKA_PYTHON_API_VERSIONS_V4, 18, 4)
+    assert header.client_id == "cap" and request.client_software_name == "kafka-python"
+    header, metadata = decode_request(KAFKA_PYTHON_METADATA_V12, 3, 12)
+    assert header.correlation_id == 2 and metadata.topics == () and metadata.allow_auto_topic_creation
 
 
 def test_null_client_id_and_truncated_headers() -> None:
