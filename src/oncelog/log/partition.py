@@ -32,7 +32,9 @@ snapshot at or below the log end offset and replays the batch headers after it (
 `rebuildProducerState`). Retention keeps the in-memory state and deletes only snapshots below the log
 start offset, the newest excepted.
 
-Not here (yet): the transaction index and the last stable offset, compaction, and DeleteRecords.
+Transactions: markers close a producer's open transaction here; the last stable offset is the first
+offset of the oldest open one; aborted transactions go to the `.txnindex` (transaction_index.py).
+Opening and recovery live in loader.py (Kafka's `LogLoader`); compaction in cleaner.py.
 """
 
 from __future__ import annotations
@@ -47,35 +49,27 @@ from pathlib import Path
 
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.records import (
-    CONTROL_ABORT,
     MAGIC_POSITION,
     BatchHeader,
     assigned_prefix,
     build_marker,
-    iter_batches,
     parse_header,
-    read_marker,
 )
 
 from .checkpoint import fsync_directory
 from .index import INT32_MAX
+from .loader import INDEX_SUFFIXES, new_segment, rebuild_producer_state, recover_segments, segment_base_offsets
 from .producer_state import (
     ProducerStateManager,
     delete_snapshots_below,
     list_snapshots,
-    load_latest_snapshot,
     write_snapshot,
 )
 from .segment import LogSegment
-from .transaction_index import TXN_INDEX_SUFFIX, AbortedTxn, TransactionIndex
+from .transaction_index import AbortedTxn, TransactionIndex
 
 logger = logging.getLogger(__name__)
 
-STRAY_FILE_SUFFIXES = (".deleted", ".cleaned", ".swap")
-"""Leftovers of Kafka's deferred deletion and compaction swaps; removed on open."""
-
-_INDEX_SUFFIXES = (".index", ".timeindex")
-_COMPANION_SUFFIXES = (*_INDEX_SUFFIXES, TXN_INDEX_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +87,6 @@ class LogConfig:
         assert self.segment_ms > 0 and self.index_interval_bytes >= 0 and self.message_bytes_max > 0
 
 
-REPLAY_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +146,15 @@ class PartitionLog:
             directory.mkdir(parents=True)
             fsync_directory(directory.parent)
         segments = [
-            _new_segment(directory, config, base, now_ms) for base in _segment_base_offsets(directory)
+            new_segment(directory, config, base, now_ms) for base in segment_base_offsets(directory)
         ]
         if not segments:
-            segments.append(_new_segment(directory, config, log_start_offset, now_ms))
+            segments.append(new_segment(directory, config, log_start_offset, now_ms))
         first_recovered = len(segments)
         if not clean_shutdown:
             bases = [segment.base_offset for segment in segments]
             first_recovered = max(bisect_right(bases, recovery_point) - 1, 0)
-        _recover_segments(name, segments, first_recovered, config)
+        recover_segments(name, segments, first_recovered, config)
         log_start_offset = max(log_start_offset, segments[0].base_offset)
         log = cls(
             directory, topic, partition, config, segments, log_start_offset=log_start_offset, recovery_point=0
@@ -182,35 +175,7 @@ class PartitionLog:
         return log
 
     def _rebuild_producer_state(self) -> None:
-        """Newest snapshot ≤ log end offset, then replay every batch header after it (no checks)."""
-        state = load_latest_snapshot(self.directory, self.log_end_offset, self.name)
-        if state is None or state.last_map_offset < self._log_start_offset:
-            state = state or ProducerStateManager()
-            state.last_map_offset = max(state.last_map_offset, self._log_start_offset)
-        offset = state.last_map_offset
-        self.producer_state = state
-        self.txn_index.truncate_from(offset)
-        replayed = 0
-        while offset < self.log_end_offset:
-            data = self.read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset)
-            if not data:
-                break
-            for position, header in iter_batches(data):
-                if header.last_offset >= offset:
-                    if header.is_control:
-                        marker = read_marker(data, position)
-                        if marker is not None:
-                            self._complete_transaction(header.producer_id, header.producer_epoch, marker[1],
-                                                       header.base_offset, marker[0] == CONTROL_ABORT,
-                                                       header.max_timestamp)
-                    else:
-                        state.apply(header, header.base_offset, header.max_timestamp)
-                    state.advance(header.next_offset)
-                    replayed += 1
-                offset = max(offset, header.next_offset)
-        if replayed:
-            logger.info("partition=%s rebuilt producer state from %d batches (%d producers)",
-                        self.name, replayed, len(state.entries))
+        rebuild_producer_state(self)
 
     def take_producer_snapshot(self) -> None:
         """Write a snapshot at the current map offset unless one exists there already."""
@@ -293,11 +258,11 @@ class PartitionLog:
         batch = build_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
         header = parse_header(batch)
         offset = self._append_bytes(batch, header, now_ms, 0)
-        self._complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
+        self.complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
         self.producer_state.advance(offset + 1)
         return offset
 
-    def _complete_transaction(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
+    def complete_transaction(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
                               marker_offset: int, aborted: bool, timestamp: int) -> None:
         completed = self.producer_state.apply_marker(producer_id, producer_epoch, coordinator_epoch, marker_offset,
                                                      aborted, timestamp)
@@ -359,7 +324,7 @@ class PartitionLog:
         self._segments[-1].flush_indexes()
         self.txn_index.flush(self._segments[-1].base_offset)
         self.take_producer_snapshot()
-        segment = _new_segment(self.directory, self.config, self.log_end_offset, now_ms)
+        segment = new_segment(self.directory, self.config, self.log_end_offset, now_ms)
         self._segments.append(segment)
         logger.info("partition=%s rolled new segment=%s", self.name, segment.log_path.name)
         return segment
@@ -469,11 +434,11 @@ class PartitionLog:
         modified_ns = old.log_path.stat().st_mtime_ns
         os.utime(cleaned_path, ns=(modified_ns, modified_ns))  # retention and tombstone age stay the segment's
         old.close()
-        for suffix in _INDEX_SUFFIXES:  # the aborted-transaction index stays valid: offsets do not move
+        for suffix in INDEX_SUFFIXES:  # the aborted-transaction index stays valid: offsets do not move
             (self.directory / f"{old.base_offset:020d}{suffix}").unlink(missing_ok=True)
         os.replace(cleaned_path, old.log_path)
         fsync_directory(self.directory)
-        segment = _new_segment(self.directory, self.config, old.base_offset, 0)
+        segment = new_segment(self.directory, self.config, old.base_offset, 0)
         segment.recover(max(self.config.message_bytes_max, self.config.segment_bytes))
         self._segments[index] = segment
 
@@ -499,7 +464,7 @@ class PartitionLog:
         for segment in self._segments:
             segment.delete()
             self.txn_index.drop_segment(segment.base_offset)
-        self._segments = [_new_segment(self.directory, self.config, offset, now_ms)]
+        self._segments = [new_segment(self.directory, self.config, offset, now_ms)]
         self._log_start_offset = offset
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -529,59 +494,3 @@ class PartitionLog:
             f"PartitionLog({self.name}, log_start_offset={self._log_start_offset}, "
             f"log_end_offset={self.log_end_offset}, segments={len(self._segments)})"
         )
-
-
-def _new_segment(directory: Path, config: LogConfig, base_offset: int, now_ms: int) -> LogSegment:
-    return LogSegment(
-        directory, base_offset, index_interval_bytes=config.index_interval_bytes, opened_ms=now_ms
-    )
-
-
-def _segment_base_offsets(directory: Path) -> list[int]:
-    """Base offsets of the `.log` files in `directory`, sorted; removes stray and orphaned files.
-    Files that are not named like segment files are left alone (other components own them)."""
-    bases: set[int] = set()
-    companions: list[tuple[int, Path]] = []
-    for entry in directory.iterdir():
-        if not entry.is_file():
-            continue
-        if entry.name.endswith(STRAY_FILE_SUFFIXES):
-            entry.unlink()
-            continue
-        stem, _, suffix = entry.name.partition(".")
-        if len(stem) != 20 or not stem.isdigit():
-            continue
-        if suffix == "log":
-            bases.add(int(stem))
-        elif "." + suffix in _COMPANION_SUFFIXES:
-            companions.append((int(stem), entry))
-    for base, entry in companions:
-        if base not in bases:
-            entry.unlink()
-    return sorted(bases)
-
-
-def _recover_segments(name: str, segments: list[LogSegment], first_recovered: int, config: LogConfig) -> None:
-    """Recover `segments[first_recovered:]` and any segment whose open-time check failed; after a
-    truncation, delete every later segment (their offsets would no longer follow on)."""
-    # A batch on disk may predate a lowered max.message.bytes; only a batch no segment could hold is
-    # certainly corrupt.
-    max_batch_bytes = max(config.message_bytes_max, config.segment_bytes)
-    index = 0
-    while index < len(segments):
-        segment = segments[index]
-        if index >= first_recovered or segment.needs_recovery:
-            truncated = segment.recover(max_batch_bytes)
-            if truncated:
-                later = segments[index + 1 :]
-                del segments[index + 1 :]
-                for doomed in later:
-                    doomed.delete()
-                logger.warning(
-                    "partition=%s segment=%s truncated %d bytes of torn or corrupt tail%s",
-                    name,
-                    segment.log_path.name,
-                    truncated,
-                    f"; deleted {len(later)} later segments" if later else "",
-                )
-        index += 1
