@@ -31,13 +31,13 @@ from oncelog.coordinator.transaction.coordinator import (
     TransactionConfig,
     TransactionCoordinator,
 )
+from oncelog.durable import write_atomically
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import LogManager, Topic, topic_name_problem
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.records import (
     CONTROL_COMMIT,
     build_batch,
-    iter_batches,
     iter_records,
     parse_header,
     read_marker,
@@ -52,7 +52,6 @@ Clock = Callable[[], int]
 Durability = Callable[[PartitionLog, int, Callable[[bool], None]], None]
 
 INTERNAL_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
-REPLAY_CHUNK_BYTES = 1024 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -67,11 +66,7 @@ def _load_cluster_id(data_dir: Path, node_id: int) -> str:
             if line.startswith("cluster.id="):
                 return line.split("=", 1)[1].strip()
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    write_atomically(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n".encode())
     return cluster_id
 
 
@@ -90,12 +85,7 @@ def _bump_coordinator_epoch(data_dir: Path) -> int:
     this run fence any of an earlier run (reference §5.8; Kafka uses the partition leader epoch)."""
     path = data_dir / "transaction-coordinator-epoch"
     epoch = int(path.read_text().strip() or 0) + 1 if path.exists() else 0
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(f"{epoch}\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    write_atomically(path, f"{epoch}\n".encode())
     return epoch
 
 
@@ -256,24 +246,17 @@ class Broker:
     def read_internal_records(self, log: PartitionLog) -> Any:
         """Events of an internal topic partition in offset order: ("record" | "transactional", producer id,
         key, value, offset) per record, and ("marker", producer id, None, b"commit" | b"abort", offset)."""
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            data = log.read(offset, REPLAY_CHUNK_BYTES, log.log_end_offset)
-            if not data:
-                return
-            for position, header in iter_batches(data):
-                if header.last_offset >= offset:
-                    if header.is_control:
-                        marker = read_marker(data, position)
-                        if marker is not None:
-                            result = b"commit" if marker[0] == CONTROL_COMMIT else b"abort"
-                            yield "marker", header.producer_id, None, result, header.base_offset
-                    else:
-                        kind = "transactional" if header.is_transactional else "record"
-                        for record in iter_records(data, position):
-                            if record.key is not None and record.offset >= offset:
-                                yield kind, header.producer_id, record.key, record.value, record.offset
-                offset = max(offset, header.next_offset)
+        for data, position, header in log.iter_batches(log.log_start_offset):
+            if header.is_control:
+                marker = read_marker(data, position)
+                if marker is not None:
+                    result = b"commit" if marker[0] == CONTROL_COMMIT else b"abort"
+                    yield "marker", header.producer_id, None, result, header.base_offset
+            else:
+                kind = "transactional" if header.is_transactional else "record"
+                for record in iter_records(data, position):
+                    if record.key is not None and record.offset >= log.log_start_offset:
+                        yield kind, header.producer_id, record.key, record.value, record.offset
 
     def internal_log(self, topic: str, partition: int) -> PartitionLog:
         """A partition of an internal topic, creating the topic on first use."""

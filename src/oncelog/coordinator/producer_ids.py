@@ -9,8 +9,9 @@ ever gave out; ids left unused in a reserved block are simply skipped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from oncelog.durable import write_atomically
 
 BLOCK_SIZE = 1000
 FILE_NAME = "producer-ids"
@@ -37,17 +38,7 @@ class ProducerIdAllocator:
 
     def _reserve(self, block_end: int) -> None:
         assert block_end <= PRODUCER_ID_MAX
-        temporary = self._path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            handle.write(f"{block_end}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self._path)
-        directory = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(self._path, f"{block_end}\n".encode())
         self._block_end = block_end
 
     @property

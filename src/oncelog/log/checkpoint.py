@@ -18,22 +18,14 @@ point means "recover everything"), so ignoring it is always safe.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from oncelog.durable import write_atomically
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 0
-
-
-def fsync_directory(path: Path) -> None:
-    """fsync a directory so the names created, renamed or removed in it are durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_checkpoint(path: Path) -> dict[tuple[str, int], int]:
@@ -76,15 +68,4 @@ def write_checkpoint(path: Path, entries: Mapping[tuple[str, int], int]) -> None
     for (topic, partition), offset in sorted(entries.items()):
         assert topic and not any(character.isspace() for character in topic), f"bad topic name {topic!r}"
         lines.append(f"{topic} {partition} {offset}")
-    data = ("\n".join(lines) + "\n").encode("utf-8")
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))

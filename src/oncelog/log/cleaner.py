@@ -20,9 +20,9 @@ the missing index makes the segment recover on open.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
+from oncelog.durable import write_synced
 from oncelog.protocol.records import iter_batches, iter_records, retain_records
 
 from .partition import PartitionLog
@@ -103,12 +103,5 @@ def clean(log: PartitionLog, now_ms: int, delete_retention_ms: int) -> CleanResu
 
 def _write_cleaned(segment: LogSegment, data: bytes) -> str:
     path = str(segment.log_path) + CLEANED_SUFFIX
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(path, data)
     return path

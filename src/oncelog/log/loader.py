@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oncelog.protocol.records import CONTROL_ABORT, iter_batches, read_marker
+from oncelog.protocol.records import CONTROL_ABORT, read_marker
 
 from .producer_state import ProducerStateManager, load_latest_snapshot
 from .segment import LogSegment
@@ -97,23 +97,16 @@ def rebuild_producer_state(log: PartitionLog) -> None:
     log.producer_state = state
     log.txn_index.truncate_from(offset)
     replayed = 0
-    while offset < log.log_end_offset:
-        data = log.read(offset, REPLAY_CHUNK_BYTES, log.log_end_offset)
-        if not data:
-            break
-        for position, header in iter_batches(data):
-            if header.last_offset >= offset:
-                if header.is_control:
-                    marker = read_marker(data, position)
-                    if marker is not None:
-                        log.complete_transaction(header.producer_id, header.producer_epoch, marker[1],
-                                                   header.base_offset, marker[0] == CONTROL_ABORT,
-                                                   header.max_timestamp)
-                else:
-                    state.apply(header, header.base_offset, header.max_timestamp)
-                state.advance(header.next_offset)
-                replayed += 1
-            offset = max(offset, header.next_offset)
+    for data, position, header in log.iter_batches(offset):
+        if header.is_control:
+            marker = read_marker(data, position)
+            if marker is not None:
+                log.complete_transaction(header.producer_id, header.producer_epoch, marker[1], header.base_offset,
+                                         marker[0] == CONTROL_ABORT, header.max_timestamp)
+        else:
+            state.apply(header, header.base_offset, header.max_timestamp)
+        state.advance(header.next_offset)
+        replayed += 1
     if replayed:
         logger.info("partition=%s rebuilt producer state from %d batches (%d producers)",
                     log.name, replayed, len(state.entries))

@@ -26,10 +26,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from oncelog.config import BrokerConfig, TopicConfig
+from oncelog.durable import fsync_directory, write_atomically
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .cleaner import clean
@@ -74,14 +74,6 @@ class Topic:
     @property
     def internal(self) -> bool:
         return self.name.startswith("__")
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LogManager:
@@ -135,7 +127,7 @@ class LogManager:
         self._remove_stray_deleted_directories()
         if clean:
             marker.unlink()
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
 
     def close(self) -> None:
         """Clean stop: fsync and close every log, write checkpoints, then the clean-shutdown marker."""
@@ -145,7 +137,7 @@ class LogManager:
         self.write_checkpoints()
         marker = self._directory / CLEAN_SHUTDOWN_MARKER
         marker.write_bytes(b"")
-        _fsync_directory(self._directory)
+        fsync_directory(self._directory)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -272,14 +264,7 @@ class LogManager:
             }
             for topic in self._topics.values()
         }
-        path = self._directory / TOPICS_FILE
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-        _fsync_directory(self._directory)
+        write_atomically(self._directory / TOPICS_FILE, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def _remove_stray_deleted_directories(self) -> None:
         for entry in self._directory.iterdir():

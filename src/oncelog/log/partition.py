@@ -43,22 +43,30 @@ import logging
 import os
 import shutil
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncelog.durable import fsync_directory
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.records import (
     MAGIC_POSITION,
     BatchHeader,
     assigned_prefix,
     build_marker,
+    iter_batches,
     parse_header,
 )
 
-from .checkpoint import fsync_directory
 from .index import INT32_MAX
-from .loader import INDEX_SUFFIXES, new_segment, rebuild_producer_state, recover_segments, segment_base_offsets
+from .loader import (
+    INDEX_SUFFIXES,
+    REPLAY_CHUNK_BYTES,
+    new_segment,
+    rebuild_producer_state,
+    recover_segments,
+    segment_base_offsets,
+)
 from .producer_state import (
     ProducerStateManager,
     delete_snapshots_below,
@@ -365,6 +373,19 @@ class PartitionLog:
             if offset < segment.next_offset or remaining_bytes <= 0:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def iter_batches(self, from_offset: int) -> Iterator[tuple[bytes, int, BatchHeader]]:
+        """(data, position, header) of every batch holding an offset ≥ `from_offset`, up to the log end
+        offset, read a chunk at a time (replays: producer state, internal topics)."""
+        offset = max(from_offset, self._log_start_offset)
+        while offset < self.log_end_offset:
+            data = self.read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset)
+            if not data:
+                return
+            for position, header in iter_batches(data):
+                if header.last_offset >= offset:
+                    yield data, position, header
+                offset = max(offset, header.next_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first batch whose max timestamp is ≥ `timestamp`, or None.

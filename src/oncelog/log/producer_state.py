@@ -24,13 +24,13 @@ producer's last batch, so right after a restart the duplicate window is that one
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oncelog.durable import write_atomically
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.records import BatchHeader, crc32c
 
@@ -303,12 +303,7 @@ def list_snapshots(directory: Path) -> list[int]:
 def write_snapshot(directory: Path, state: ProducerStateManager) -> Path:
     """Write `{last_map_offset}.snapshot` durably (temp file, fsync, rename)."""
     path = snapshot_path(directory, state.last_map_offset)
-    temporary = path.with_suffix(".snapshot.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(state.snapshot_bytes())
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    write_atomically(path, state.snapshot_bytes())
     return path
 
 

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from oncelog.durable import fsync_directory
 from oncelog.protocol.records import (
     BATCH_HEADER_BYTES,
     LOG_OVERHEAD_BYTES,
@@ -40,7 +41,6 @@ from oncelog.protocol.records import (
     parse_header,
 )
 
-from .checkpoint import fsync_directory
 from .index import INT32_MAX, OffsetIndex, TimeIndex
 from .writeback import start_writeback
 
