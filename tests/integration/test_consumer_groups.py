@@ -244,7 +244,11 @@ class Member:
         consumer.subscribe([self.topic], listener=Listener())
         try:
             while not self._stopping.is_set():
-                for batch in consumer.poll(timeout_ms=100).values():
+                # A poll that times out while a JoinGroup is in flight can make kafka-python 3.0.12 drop
+                # the finished join's result and stop heartbeating (its `join_group_async` caches
+                # `_join_task` but stops reading it once `need_rejoin()` turns False), leaving a partition
+                # unowned. A poll long enough to outlast a rebalance avoids that client bug.
+                for batch in consumer.poll(timeout_ms=1000).values():
                     for message in batch:
                         self._consumed(message.partition, message.offset)
                 self.assignment = frozenset(tp.partition for tp in consumer.assignment())
