@@ -31,13 +31,18 @@ SHUTDOWN_GRACE_S = 5.0
 
 
 class _LoopScheduler:
-    """The coordinators' `Scheduler` on the event loop."""
+    """The coordinators' `Scheduler` on the event loop; once `stopped` (shutdown), timers do nothing."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.stopped = False
 
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        return self._loop.call_later(delay_ms / 1000, callback)
+        return self._loop.call_later(delay_ms / 1000, self._run, callback)
+
+    def _run(self, callback: Callable[[], None]) -> None:
+        if not self.stopped:
+            callback()
 
 
 class _Periodic:
@@ -60,12 +65,13 @@ class BrokerServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._connections: dict[asyncio.Task[Any], Connection] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._scheduler: _LoopScheduler
         self.port = config.port
 
     async def start(self) -> None:
         broker = self.broker
-        loop = asyncio.get_running_loop()
-        broker.start(_LoopScheduler(loop), self._durability)
+        self._scheduler = _LoopScheduler(asyncio.get_running_loop())
+        broker.start(self._scheduler, self._durability)
         broker.on_log_changed = self._log_changed
         self._refresh_tracked_logs()
         self._server = await asyncio.start_server(
@@ -155,6 +161,21 @@ class BrokerServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._finish_coordinator_work()
         await self.flusher.stop()
         self.broker.close()
         logger.info("oncelog stopped cleanly")
+
+    async def _finish_coordinator_work(self) -> None:
+        """Let coordinator chains in progress (a commit's markers, a fence's abort) finish while the flusher
+        still runs, then stop timers so nothing writes to the logs once they close. What does not finish
+        within the grace period is finished by the next start (Prepare* is resumed from the log)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE_S
+        while self._background and loop.time() < deadline:
+            await asyncio.wait(list(self._background), timeout=deadline - loop.time())
+        self._scheduler.stopped = True
+        leftovers = list(self._background)
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
