@@ -63,6 +63,7 @@ class BrokerServer:
         self.waiters = DataWaiters()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._flusher_task: asyncio.Task[None]
         self._connections: dict[asyncio.Task[Any], Connection] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._scheduler: _LoopScheduler
@@ -80,10 +81,10 @@ class BrokerServer:
         sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         broker.advertised_port = self.port
-        self._tasks = [
-            asyncio.create_task(self.flusher.run(), name="flusher"),
-            asyncio.create_task(self._maintenance(), name="maintenance"),
-        ]
+        # The flusher is never cancelled (a cancel racing its wake-up timeout could be swallowed); it
+        # stops through `Flusher.stop`, after the last coordinator write of a clean shutdown.
+        self._flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
+        self._tasks = [asyncio.create_task(self._maintenance(), name="maintenance")]
 
     def _durability(self, log: PartitionLog, offset: int, callback: Callable[[bool], None]) -> None:
         async def wait() -> None:
@@ -163,6 +164,7 @@ class BrokerServer:
                 await task
         await self._finish_coordinator_work()
         await self.flusher.stop()
+        await self._flusher_task
         self.broker.close()
         logger.info("oncelog stopped cleanly")
 

@@ -117,6 +117,7 @@ class Flusher:
                 future.set_exception(StorageError(f"partition {log.name} was deleted"))
 
     async def stop(self) -> None:
+        """End `run` (after its current round) and fsync everything that is left."""
         self._stopping = True
         self._wake.set()
         await self.flush_round(include_idle=True)
