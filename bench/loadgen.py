@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import struct
-import tempfile
+import sys
 import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 from oncelog.client import KafkaClient
 from oncelog.protocol.codec import build_request, encode_request
 from oncelog.protocol.records import build_batch
-from oncelog.testing import BrokerProcess
+from produce_consume import running_broker
 
 
 def encoded_produce(topic: str, partition: int, records: int, size: int, acks: int) -> bytes:
@@ -96,17 +98,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--acks", type=int, choices=[-1, 0, 1], default=-1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="oncelog-loadgen-") as directory:
-        broker = None
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = BrokerProcess(Path(directory) / "data")
-            bootstrap = broker.start()
-        try:
-            asyncio.run(run(bootstrap, args))
-        finally:
-            if broker is not None:
-                broker.terminate()
+    with running_broker(args.bootstrap) as bootstrap:
+        asyncio.run(run(bootstrap, args))
 
 
 if __name__ == "__main__":

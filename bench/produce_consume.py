@@ -13,6 +13,8 @@ import argparse
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -80,6 +82,20 @@ def report(what: str, records: int, size: int, elapsed: float) -> None:
           f"{records / elapsed:10.0f} records/s", flush=True)
 
 
+@contextmanager
+def running_broker(bootstrap: str | None) -> Iterator[str]:
+    """`bootstrap` if given, else a broker subprocess on a temp dir for the duration."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    with tempfile.TemporaryDirectory(prefix="oncelog-bench-") as directory:
+        broker = BrokerProcess(Path(directory) / "data")
+        try:
+            yield broker.start()
+        finally:
+            broker.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
@@ -87,22 +103,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="value bytes per record")
     parser.add_argument("--acks", choices=["1", "all", "both"], default="both")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="oncelog-bench-") as directory:
-        broker = None
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = BrokerProcess(Path(directory) / "data")
-            bootstrap = broker.start()
-        try:
-            for acks in (["1", "all"] if args.acks == "both" else [args.acks]):
-                topic = f"bench-{uuid.uuid4().hex[:8]}"
-                report(f"produce acks={acks}", args.records, args.size,
-                       produce(bootstrap, topic, args.records, args.size, acks))
-                report(f"read back (acks={acks} topic)", args.records, args.size,
-                       consume(bootstrap, topic, args.records))
-        finally:
-            if broker is not None:
-                broker.terminate()
+    with running_broker(args.bootstrap) as bootstrap:
+        for acks in (["1", "all"] if args.acks == "both" else [args.acks]):
+            topic = f"bench-{uuid.uuid4().hex[:8]}"
+            report(f"produce acks={acks}", args.records, args.size,
+                   produce(bootstrap, topic, args.records, args.size, acks))
+            report(f"read back (acks={acks} topic)", args.records, args.size,
+                   consume(bootstrap, topic, args.records))
 
 
 if __name__ == "__main__":

@@ -137,13 +137,9 @@ class GroupCoordinator:
                                      commits: list[OffsetCommit]) -> Completion[dict[tuple[str, int], ErrorCode]]:
         """TxnOffsetCommit: validate as Kafka's KIP-447 rules (no REBALANCE_IN_PROGRESS), write the offsets
         in a transactional batch of the producer; they stay pending until the COMMIT marker."""
-        group = self.groups.get(group_id)
-        problem = ErrorCode.invalid_group_id if not group_id else self._validate_commit(
-            group, member_id, group_instance_id, generation_id, transactional=True)
+        _group, problem = self._group_for_commit(group_id, member_id, group_instance_id, generation_id, True)
         if problem is not None:
             return resolved({(c.topic, c.partition): problem for c in commits})
-        if group is None:
-            group = self.groups[group_id] = Group(group_id, state_timestamp_ms=self.clock())
         errors, records = self._offset_records(group_id, commits)
         if not records:
             return resolved(errors)
@@ -218,15 +214,21 @@ class GroupCoordinator:
             return ErrorCode.rebalance_in_progress
         return None
 
-    def commit_offsets(self, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int,
-                       commits: list[OffsetCommit]) -> Completion[dict[tuple[str, int], ErrorCode]]:
+    def _group_for_commit(self, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int,
+                          transactional: bool) -> tuple[Group, ErrorCode | None]:
+        """Validate a (transactional) offset commit; a valid one to an unknown group creates it (Empty)."""
         group = self.groups.get(group_id)
         problem = ErrorCode.invalid_group_id if not group_id else self._validate_commit(
-            group, member_id, group_instance_id, generation_id, transactional=False)
+            group, member_id, group_instance_id, generation_id, transactional)
+        if problem is None and group is None:
+            group = self.groups[group_id] = Group(group_id, state_timestamp_ms=self.clock())
+        return group or Group(group_id), problem
+
+    def commit_offsets(self, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int,
+                       commits: list[OffsetCommit]) -> Completion[dict[tuple[str, int], ErrorCode]]:
+        group, problem = self._group_for_commit(group_id, member_id, group_instance_id, generation_id, False)
         if problem is not None:
             return resolved({(c.topic, c.partition): problem for c in commits})
-        if group is None:
-            group = self.groups[group_id] = Group(group_id, state_timestamp_ms=self.clock())
         if member_id in group.members:
             self.membership.touch(group, group.members[member_id])
         errors, records = self._offset_records(group_id, commits)
