@@ -25,6 +25,7 @@ from kio.serial import entity_reader, entity_writer
 from oncelog.errors import ProtocolError
 
 from .framing import RequestHeader, parse_request_header, peek_header, response_header, skip_tagged_fields
+from .guard import check_request
 
 _UTC = datetime.UTC
 API_VERSIONS_KEY = 18
@@ -55,9 +56,13 @@ def is_flexible_request(api_key: int, api_version: int) -> bool:
 
 
 def decode_request(frame: bytes, api_key: int, api_version: int) -> tuple[RequestHeader, Any]:
-    """Parse header and body of a request whose (api_key, api_version) the caller already accepted."""
+    """Parse header and body of a request whose (api_key, api_version) the caller already accepted.
+
+    The body is bounds-checked by `guard.check_request` first: kio's native reader trusts the lengths it
+    reads, so nothing from the wire reaches it unchecked."""
     cls = request_class(api_key, api_version)
     header = parse_request_header(frame, cls.__flexible__)
+    frame = check_request(cls, frame, header.body_position)
     try:
         request, _size = _reader(cls)(frame, header.body_position)
     except Exception as error:  # kio raises several types for malformed bodies
