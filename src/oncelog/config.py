@@ -90,7 +90,9 @@ class BrokerConfig:
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
     transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     fetch_max_wait_ms_max: int = 30_000
+    fetch_max_bytes: int = 55 * 1024 * 1024
     connection_requests_in_flight_max: int = 64
+    connections_max_idle_ms: int = 600_000
 
     @property
     def bootstrap(self) -> str:
@@ -142,6 +144,8 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "transaction.remove.expired.transaction.cleanup.interval.ms": (
         "transaction_remove_expired_transaction_cleanup_interval_ms", _INT),
     "producer.id.expiration.check.interval.ms": ("producer_id_expiration_check_interval_ms", _INT),
+    "fetch.max.bytes": ("fetch_max_bytes", _INT),
+    "connections.max.idle.ms": ("connections_max_idle_ms", _INT),
 }
 
 # Kafka broker properties we accept and ignore because they have no meaning on one node.
@@ -186,6 +190,8 @@ def _validate(config: BrokerConfig) -> None:
         (config.group_initial_rebalance_delay_ms >= 0, "group.initial.rebalance.delay.ms must not be negative"),
         (config.producer_id_expiration_check_interval_ms >= 1, "producer.id.expiration.check.interval.ms must be ≥ 1"),
         (config.socket_request_max_bytes >= config.message_max_bytes, "socket.request.max.bytes too small"),
+        (config.fetch_max_bytes >= 1024, "fetch.max.bytes must be at least 1024"),
+        (config.connections_max_idle_ms >= 1, "connections.max.idle.ms must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -78,7 +78,8 @@ _MODULES: tuple[ModuleType, ...] = (
 def _handler(module: ModuleType) -> ApiHandler:
     version_min, version_max = module.VERSIONS
     name = module.__name__.rsplit(".", 1)[1]
-    return ApiHandler(module.API_KEY, name, version_min, version_max, module.handle)
+    return ApiHandler(module.API_KEY, name, version_min, version_max, module.handle,
+                      getattr(module, "error_response", None))
 
 
 HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in _MODULES}

@@ -41,3 +41,10 @@ def handle(context: RequestContext, request: Any) -> Any:
                               {"throttle_time": 0, "results_by_topic_v3_and_below": results})
 
     return AwaitCompletion(completion, respond)
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "results_by_topic_v3_and_below": [
+        {"name": topic.name, "results_by_partition": [
+            {"partition_index": partition, "partition_error_code": code} for partition in topic.partitions]}
+        for topic in request.v3_and_below_topics]}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from oncelog.coordinator.runtime import Completion
+from oncelog.errors import ErrorCode
+from oncelog.protocol.codec import build_response
 
 if TYPE_CHECKING:
     from oncelog.broker import Broker
@@ -73,6 +75,10 @@ Outcome = Any
 Handler = Callable[[RequestContext, Any], Outcome]
 
 
+ErrorResponder = Callable[[Any, ErrorCode], dict[str, Any]]
+"""`error_response(request, code)`: the response fields naming `code` for everything the request asked."""
+
+
 @dataclass(frozen=True, slots=True)
 class ApiHandler:
     api_key: int
@@ -80,3 +86,10 @@ class ApiHandler:
     version_min: int
     version_max: int
     handle: Handler
+    error_fields: ErrorResponder | None = None
+    """Kafka's `AbstractRequest.getErrorResponse` for APIs without a top-level error code."""
+
+    def error_response(self, api_version: int, request: Any, code: ErrorCode) -> Any:
+        """A response to `request` that reports `code` (for a handler that failed unexpectedly)."""
+        fields = self.error_fields(request, code) if self.error_fields else {"error_code": code, "throttle_time": 0}
+        return build_response(self.api_key, api_version, fields, fill=True)

@@ -79,3 +79,8 @@ def handle(context: RequestContext, request: Any) -> Any:
         else:
             results.append(_create_one(context, topic, bool(request.validate_only)))
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": results})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "topics": [
+        {"name": topic.name, "error_code": code, "error_message": None, "configs": None} for topic in request.topics]}

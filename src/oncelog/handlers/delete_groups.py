@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
 from .base import AwaitCompletion, RequestContext
@@ -21,3 +22,8 @@ def handle(context: RequestContext, request: Any) -> Any:
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})
 
     return AwaitCompletion(completion, respond)
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "results": [{"group_id": group_id, "error_code": code}
+                                            for group_id in request.groups_names]}

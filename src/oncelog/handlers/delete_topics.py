@@ -30,3 +30,7 @@ def handle(context: RequestContext, request: Any) -> Any:
             code = error.code
         results.append({"name": name, "error_code": code})
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "responses": results})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "responses": [{"name": name, "error_code": code} for name in request.topic_names]}

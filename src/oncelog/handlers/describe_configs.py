@@ -104,3 +104,9 @@ def handle(context: RequestContext, request: Any) -> Any:
             result["configs"] = [c for c in result["configs"] if c["name"] in keys]
         results.append(result)
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "results": [
+        {"error_code": code, "error_message": None, "resource_type": r.resource_type,
+         "resource_name": r.resource_name, "configs": []} for r in request.resources]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
 from .base import RequestContext
@@ -17,3 +18,9 @@ def handle(context: RequestContext, request: Any) -> Any:
     groups = [{**context.broker.groups.describe(group_id), "authorized_operations": -2147483648}
               for group_id in request.groups]
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "groups": groups})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "groups": [
+        {"error_code": code, "group_id": group_id, "group_state": "", "protocol_type": "", "protocol_data": "",
+         "members": [], "authorized_operations": -2147483648} for group_id in request.groups]}

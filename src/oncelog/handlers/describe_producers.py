@@ -47,3 +47,11 @@ def handle(context: RequestContext, request: Any) -> Any:
             })
         topics.append({"name": topic.name, "partitions": partitions})
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "topics": [
+        {"name": topic.name, "partitions": [
+            {"partition_index": index, "error_code": code, "error_message": None, "active_producers": []}
+            for index in topic.partition_indexes]}
+        for topic in request.topics]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
 from .base import RequestContext
@@ -26,3 +27,10 @@ def handle(context: RequestContext, request: Any) -> Any:
     states = [_entry(context.broker.transactions.describe(transactional_id))
               for transactional_id in request.transactional_ids]
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": states})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "transaction_states": [
+        {"error_code": code, "transactional_id": transactional_id, "transaction_state": "",
+         "transaction_timeout": 0, "transaction_start_time": -1, "producer_id": -1, "producer_epoch": -1,
+         "topics": []} for transactional_id in request.transactional_ids]}

@@ -95,7 +95,8 @@ def _end_offset(records: bytes) -> int:
 
 def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> Any:
     read_committed = int(getattr(request, "isolation_level", 0)) == READ_COMMITTED
-    remaining = int(getattr(request, "max_bytes", 2**31 - 1))
+    # The broker's fetch.max.bytes caps what one response may carry, whatever the client asks for.
+    remaining = min(int(getattr(request, "max_bytes", 2**31 - 1)), context.broker.config.fetch_max_bytes)
     total = 0
     logs: list[PartitionLog] = []
     responses = []
@@ -129,3 +130,10 @@ def handle(context: RequestContext, request: Any) -> Any:
              "responses": []},
         )
     return _respond(context, request, deadline_passed=False)
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    """The top-level error (v7+) and every partition's, as Kafka's `FetchRequest.getErrorResponse`."""
+    return {"throttle_time": 0, "error_code": code, "session_id": 0, "responses": [
+        {"topic": topic.topic, "partitions": [_error(p.partition, code) for p in topic.partitions]}
+        for topic in request.topics]}

@@ -48,3 +48,11 @@ def handle(context: RequestContext, request: Any) -> Any:
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "coordinators": coordinators})
     result = coordinator_for(context, request.key, key_type)
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, **result})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    missing = {"node_id": -1, "host": "", "port": -1, "error_code": code, "error_message": None}
+    keys = getattr(request, "coordinator_keys", None)
+    if keys is not None:
+        return {"throttle_time": 0, "coordinators": [{"key": key, **missing} for key in keys]}
+    return {"throttle_time": 0, **missing}

@@ -69,3 +69,11 @@ def handle(context: RequestContext, request: Any) -> Any:
             })
         topics.append({"name": topic.name, "partitions": partitions})
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "topics": [
+        {"name": topic.name, "partitions": [
+            {"partition_index": p.partition_index, "error_code": code, "timestamp": -1, "offset": -1,
+             "leader_epoch": -1} for p in topic.partitions]}
+        for topic in request.topics]}

@@ -90,3 +90,9 @@ def handle(context: RequestContext, request: Any) -> Any:
             "cluster_authorized_operations": -2147483648,
         },
     )
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    """Every requested topic with the error and no brokers (Kafka's `MetadataRequest.getErrorResponse`)."""
+    return {"throttle_time": 0, "brokers": [], "cluster_id": None, "controller_id": -1,
+            "topics": [_error_entry(topic.name, code) for topic in request.topics or []]}

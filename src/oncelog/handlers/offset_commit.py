@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.coordinator.group.coordinator import OffsetCommit
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
 from .base import AwaitCompletion, RequestContext
@@ -39,3 +40,10 @@ def handle(context: RequestContext, request: Any) -> Any:
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
 
     return AwaitCompletion(completion, respond)
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "topics": [
+        {"name": topic.name, "partitions": [{"partition_index": p.partition_index, "error_code": code}
+                                            for p in topic.partitions]}
+        for topic in request.topics]}

@@ -45,3 +45,12 @@ def handle(context: RequestContext, request: Any) -> Any:
     topics = [{"name": name, "partitions": partitions} for name, partitions in by_topic.items()]
     return build_response(API_KEY, context.api_version,
                           {"throttle_time": 0, "topics": topics, "error_code": ErrorCode.none})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    """v2+ carry a top-level error; v1 only per partition (Kafka's `OffsetFetchRequest.getErrorResponse`)."""
+    return {"throttle_time": 0, "error_code": code, "topics": [
+        {"name": topic.name, "partitions": [
+            {"partition_index": index, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": "",
+             "error_code": code} for index in topic.partition_indexes]}
+        for topic in request.topics or []]}

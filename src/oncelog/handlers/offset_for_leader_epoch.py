@@ -38,3 +38,11 @@ def handle(context: RequestContext, request: Any) -> Any:
             partitions.append(entry)
         topics.append({"topic": topic.topic, "partitions": partitions})
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "topics": [
+        {"topic": topic.topic, "partitions": [
+            {"partition": p.partition, "error_code": code, "leader_epoch": -1, "end_offset": -1}
+            for p in topic.partitions]}
+        for topic in request.topics]}

@@ -138,3 +138,10 @@ def handle(context: RequestContext, request: Any) -> Any:
 
         return AwaitDurable(appended, respond, storage_failed)
     return respond()
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    """Kafka's `ProduceRequest.getErrorResponse`: every partition gets the error."""
+    return {"throttle_time": 0, "responses": [
+        {"name": topic.name, "partition_responses": [_partition_result(p.index, code) for p in topic.partition_data]}
+        for topic in request.topic_data]}

@@ -64,3 +64,12 @@ def handle(context: RequestContext, request: Any) -> Any:
         return respond()
 
     return AwaitDurable(written, respond, failed) if written else respond()
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"markers": [
+        {"producer_id": marker.producer_id, "topics": [
+            {"name": topic.name, "partitions": [{"partition_index": index, "error_code": code}
+                                                for index in topic.partition_indexes]}
+            for topic in marker.topics]}
+        for marker in request.markers]}

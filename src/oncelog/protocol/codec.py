@@ -22,7 +22,7 @@ from typing import Any
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
-from oncelog.errors import ProtocolError
+from oncelog.errors import ErrorCode, ProtocolError
 
 from .framing import RequestHeader, parse_request_header, peek_header, response_header, skip_tagged_fields
 from .guard import check_request
@@ -170,6 +170,8 @@ def _plan(cls: type) -> tuple[_FieldPlan, ...]:
 
 
 def _convert(kafka_type: str | None, value: Any, optional: bool) -> Any:
+    if type(value) is int and kafka_type == "error_code":
+        return ErrorCode(value)  # a plain int would only fail later, inside kio's writer
     if isinstance(value, int) and not isinstance(value, bool):
         if kafka_type in ("timedelta_i32", "timedelta_i64"):
             return datetime.timedelta(milliseconds=value)
@@ -180,8 +182,14 @@ def _convert(kafka_type: str | None, value: Any, optional: bool) -> Any:
     return value
 
 
-def build(cls: type, data: Mapping[str, Any]) -> Any:
-    """Instantiate kio class `cls` from a dict, recursively; keys the version lacks are ignored."""
+_ZERO_VALUES: dict[str | None, Any] = {"string": "", "bytes": b"", "bool": False, "float64": 0.0,
+                                       "error_code": ErrorCode.none}
+"""Values for required fields an error response leaves out (any other scalar type: 0)."""
+
+
+def build(cls: type, data: Mapping[str, Any], *, fill: bool = False) -> Any:
+    """Instantiate kio class `cls` from a dict, recursively; keys the version lacks are ignored. With
+    `fill`, required fields the dict lacks get zero values (error responses name only what matters)."""
     kwargs: dict[str, Any] = {}
     for plan in _plan(cls):
         if plan.name not in data:
@@ -193,13 +201,19 @@ def build(cls: type, data: Mapping[str, Any]) -> Any:
             if plan.is_tuple:
                 kwargs[plan.name] = ()
                 continue
+            if fill:
+                if plan.nested is not None:
+                    kwargs[plan.name] = build(plan.nested, {}, fill=True)
+                else:
+                    kwargs[plan.name] = _convert(plan.kafka_type, _ZERO_VALUES.get(plan.kafka_type, 0), False)
+                continue
             raise KeyError(f"{cls.__qualname__} v{getattr(cls, '__version__', '?')} needs {plan.name!r}")
         value = data[plan.name]
         if plan.nested is not None and value is not None:
             if plan.is_tuple:
-                value = tuple(item if is_dataclass(item) else build(plan.nested, item) for item in value)
+                value = tuple(item if is_dataclass(item) else build(plan.nested, item, fill=fill) for item in value)
             elif not is_dataclass(value):
-                value = build(plan.nested, value)
+                value = build(plan.nested, value, fill=fill)
         elif plan.is_tuple and value is not None:
             value = tuple(value)
         else:
@@ -208,8 +222,8 @@ def build(cls: type, data: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def build_response(api_key: int, api_version: int, data: Mapping[str, Any]) -> Any:
-    return build(response_class(api_key, api_version), data)
+def build_response(api_key: int, api_version: int, data: Mapping[str, Any], *, fill: bool = False) -> Any:
+    return build(response_class(api_key, api_version), data, fill=fill)
 
 
 def build_request(api_key: int, api_version: int, data: Mapping[str, Any]) -> Any:

@@ -26,32 +26,51 @@ FRAME_BYTES_MAX_DEFAULT = 100 * 1024 * 1024  # socket.request.max.bytes
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields whole frames (without their size prefix)."""
+    """Accumulates bytes and hands out whole frames (without their size prefix), one at a time.
+
+    The caller decides when to take the next frame, so bytes it is not ready for stay here (bounded by
+    what it lets the socket deliver). A size prefix is checked as soon as its four bytes are here."""
 
     def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> None:
         self._buffer = bytearray()
+        self._position = 0
         self._frame_bytes_max = frame_bytes_max
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def append(self, data: bytes) -> None:
+        if self._position and self._position >= len(self._buffer) // 2:
+            del self._buffer[: self._position]
+            self._position = 0
         self._buffer += data
-        frames: list[bytes] = []
-        buffer = self._buffer
-        position = 0
-        while len(buffer) - position >= 4:
-            (size,) = _SIZE.unpack_from(buffer, position)
-            if size < 0 or size > self._frame_bytes_max:
-                raise ProtocolError(f"frame size {size} outside 0..{self._frame_bytes_max}")
-            if len(buffer) - position - 4 < size:
-                break
-            frames.append(bytes(buffer[position + 4 : position + 4 + size]))
-            position += 4 + size
-        if position:
-            del buffer[:position]
+        self._check_size()
+
+    def _check_size(self) -> int:
+        """The size of the frame at the read position (-1 if its prefix is not here yet)."""
+        if len(self._buffer) - self._position < 4:
+            return -1
+        (size,) = _SIZE.unpack_from(self._buffer, self._position)
+        if size < 0 or size > self._frame_bytes_max:
+            raise ProtocolError(f"frame size {size} outside 0..{self._frame_bytes_max}")
+        return int(size)
+
+    def next_frame(self) -> bytes | None:
+        size = self._check_size()
+        start = self._position + 4
+        if size < 0 or len(self._buffer) - start < size:
+            return None
+        self._position = start + size
+        return bytes(self._buffer[start : self._position])
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append `data` and take every whole frame now in the buffer."""
+        self.append(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
         return frames
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) - self._position
 
 
 @dataclass(frozen=True, slots=True)

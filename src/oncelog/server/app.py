@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
 
 from oncelog.broker import Broker
 from oncelog.config import BrokerConfig
@@ -64,7 +64,7 @@ class BrokerServer:
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flusher_task: asyncio.Task[None]
-        self._connections: dict[asyncio.Task[Any], Connection] = {}
+        self._connections: set[Connection] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._scheduler: _LoopScheduler
         self.port = config.port
@@ -75,8 +75,9 @@ class BrokerServer:
         broker.start(self._scheduler, self._durability)
         broker.on_log_changed = self._log_changed
         self._refresh_tracked_logs()
-        self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, reuse_address=True, backlog=512
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection, self.config.host, self.config.port, reuse_address=True, backlog=512
         )
         sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
@@ -84,7 +85,8 @@ class BrokerServer:
         # The flusher is never cancelled (a cancel racing its wake-up timeout could be swallowed); it
         # stops through `Flusher.stop`, after the last coordinator write of a clean shutdown.
         self._flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
-        self._tasks = [asyncio.create_task(self._maintenance(), name="maintenance")]
+        self._tasks = [asyncio.create_task(self._maintenance(), name="maintenance"),
+                       asyncio.create_task(self._close_idle_connections(), name="idle-connections")]
 
     def _durability(self, log: PartitionLog, offset: int, callback: Callable[[bool], None]) -> None:
         async def wait() -> None:
@@ -105,17 +107,22 @@ class BrokerServer:
     def _refresh_tracked_logs(self) -> None:
         self.flusher.track(list(self.broker.logs.logs()))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = Connection(self.broker, self.flusher, self.waiters, reader, writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = connection
-        try:
-            await connection.serve()
-        except Exception:
-            logger.exception("peer=%s connection failed", connection.peer)
-        finally:
-            self._connections.pop(task, None)
+    def _new_connection(self) -> Connection:
+        connection = Connection(self.broker, self.flusher, self.waiters, self._connections.discard)
+        self._connections.add(connection)
+        return connection
+
+    async def _close_idle_connections(self) -> None:
+        """Kafka's `connections.max.idle.ms`: close connections that sent nothing and wait for nothing."""
+        idle_s = self.config.connections_max_idle_ms / 1000
+        while True:
+            await asyncio.sleep(min(max(idle_s / 4, 0.01), 10.0))
+            deadline = time.monotonic() - idle_s
+            for connection in list(self._connections):
+                if connection.idle and connection.last_active < deadline:
+                    logger.info("peer=%s closing connection idle for %d ms", connection.peer,
+                                self.config.connections_max_idle_ms)
+                    connection.abort()
 
     async def _maintenance(self) -> None:
         config = self.config
@@ -150,13 +157,16 @@ class BrokerServer:
         if self._server is not None:
             self._server.close()
         # Read no more requests; answer those taken (parked fetches are woken and answer now).
-        for connection in list(self._connections.values()):
+        for connection in list(self._connections):
             connection.stop_reading()
         self.waiters.notify_all()
         if self._connections:
-            _done, pending = await asyncio.wait(list(self._connections), timeout=SHUTDOWN_GRACE_S)
-            for task in pending:
-                task.cancel()
+            _done, pending = await asyncio.wait([c.closed for c in self._connections], timeout=SHUTDOWN_GRACE_S)
+            if pending:
+                for connection in list(self._connections):
+                    connection.abort()
+                if self._connections:
+                    await asyncio.wait([c.closed for c in self._connections], timeout=SHUTDOWN_GRACE_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

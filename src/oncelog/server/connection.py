@@ -1,43 +1,61 @@
-"""One client connection: read frames, dispatch in order, answer in order.
+"""One client connection: read frames, dispatch in order, answer in order, with bounded memory.
 
-Theory of operation: the reader decodes frames and calls the (synchronous) handler for each request
-immediately and in arrival order, so a pipelined client's produce requests are appended in the order it
-sent them (sequence numbers rely on this). What the handler returns goes into a bounded queue: either
-finished response bytes, or a task that waits (fsync for acks=all, new data for a long-poll fetch) and
-then yields the bytes. The writer takes queue entries in order and writes each response when it is
-ready, so responses leave in request order even when a later one was ready first. The queue bound
-(`connection_requests_in_flight_max`) applies back-pressure: a client that pipelines more stops being
-read until earlier responses went out.
+Theory of operation: `Connection` is an asyncio `Protocol`, so the event loop hands it bytes and it
+decides when to read more. Frames are taken from the decoder one at a time and handed to the
+(synchronous) handler immediately and in arrival order, so a pipelined client's produce requests are
+appended in the order it sent them (sequence numbers rely on this). Each request gets an entry in an
+in-order queue: finished response bytes, nothing (acks=0), or a task that waits (fsync for acks=all, new
+data for a long-poll fetch, a coordinator) and then produces the bytes. Entries leave the queue from
+the head only, so responses go out in request order even when a later one was ready first.
 
-A frame we cannot parse, an unknown API key or version (other than ApiVersions, which gets Kafka's
-UNSUPPORTED_VERSION answer) closes this connection and nothing else; it is logged at INFO with the peer.
-An exception inside a handler is a bug: it is logged with its traceback and the connection is closed
-(the client reconnects and retries); the broker and every other connection keep going. When the peer
-goes away, requests still waiting (parked fetches) are cancelled.
+What one connection may hold is bounded, and reading stops (`pause_reading`, no EOF) while it is over:
+- at most `connection_requests_in_flight_max` requests taken but not yet answered;
+- at most `CONNECTION_UNSENT_BYTES_MAX` of responses not yet taken by the socket (queued here plus the
+  transport's buffer), so a client that pipelines fetches and never reads pins a bounded amount;
+- while a Fetch is in flight, no further request is taken (Kafka mutes a channel until its response is
+  sent; consumers have one fetch per connection outstanding anyway), so parked fetches cannot pile up
+  responses of `fetch.max.bytes` each;
+- bytes received but not yet taken as frames stay in the decoder: one read chunk plus at most one
+  partial frame of `socket.request.max.bytes`.
+A connection with no request in flight and no bytes received for `connections.max.idle.ms` is closed,
+as Kafka's selector does. On close everything it held is dropped and its waiting tasks are cancelled.
+
+Failures stay with their request or their connection: a frame we cannot parse, an unknown API key or
+version (other than ApiVersions, which gets Kafka's UNSUPPORTED_VERSION answer) closes this connection
+and nothing else, with one INFO line per peer per minute. A handler or continuation that raises is a
+bug: the request is answered with UNKNOWN_SERVER_ERROR (Kafka's `getErrorResponse`) and one rate-limited
+ERROR line with the traceback, and the connection keeps serving.
+
+Shutdown (`stop_reading`) stops taking requests without feeding EOF to anything, lets the requests
+already taken finish and be written, and then closes the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from oncelog.broker import Broker
 from oncelog.coordinator.runtime import Completion
-from oncelog.errors import ProtocolError
+from oncelog.errors import ErrorCode, ProtocolError
 from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
 from oncelog.handlers.base import (
     CLOSE_CONNECTION,
     NO_RESPONSE,
+    ApiHandler,
     AwaitCompletion,
     AwaitData,
     AwaitDurable,
     RequestContext,
 )
+from oncelog.handlers.fetch import API_KEY as FETCH_KEY
+from oncelog.logs import RateLimited, safe
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import FrameDecoder, peek_header
 
@@ -46,9 +64,15 @@ from .waiters import DataWaiters
 
 logger = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 256 * 1024
+CONNECTION_UNSENT_BYTES_MAX = 4 * 1024 * 1024
+"""Responses a connection may have waiting for its socket before it stops taking requests."""
 
-_Entry = bytes | None | asyncio.Task[bytes | None]
+_protocol_errors = RateLimited(60.0)
+_handler_errors = RateLimited(60.0)
+
+
+class _Close(Exception):
+    """Stop serving this connection after the responses already queued."""
 
 
 async def _wait_completion(completion: Completion[Any]) -> Any:
@@ -62,61 +86,126 @@ async def _wait_completion(completion: Completion[Any]) -> Any:
     return await future
 
 
-class _Close(Exception):
-    """Stop serving this connection after the responses already queued."""
+class _Entry:
+    """One request taken: its response bytes once known (None: no response), or the task making them."""
+
+    __slots__ = ("mutes", "response", "task")
+
+    def __init__(self, response: bytes | None, task: asyncio.Task[bytes | None] | None, mutes: bool) -> None:
+        self.response = response
+        self.task = task
+        self.mutes = mutes
+        """A Fetch: nothing more is taken from the connection until it is answered."""
 
 
-class Connection:
-    def __init__(
-        self,
-        broker: Broker,
-        flusher: Flusher,
-        waiters: DataWaiters,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+class Connection(asyncio.Protocol):
+    def __init__(self, broker: Broker, flusher: Flusher, waiters: DataWaiters,
+                 on_closed: Callable[[Connection], None]) -> None:
         self._broker = broker
         self._flusher = flusher
         self._waiters = waiters
-        self._reader = reader
-        self._writer = writer
-        peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._queue: asyncio.Queue[_Entry | _Close] = asyncio.Queue(
-            broker.config.connection_requests_in_flight_max
-        )
-        self._pending: set[asyncio.Task[bytes | None]] = set()
+        self._on_closed = on_closed
+        config = broker.config
+        self._decoder = FrameDecoder(config.socket_request_max_bytes)
+        self._in_flight_max = config.connection_requests_in_flight_max
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Entry] = deque()
+        self._queued_bytes = 0
+        self._muted_by_fetch = 0
+        self._reading = True
+        self._write_paused = False
         self._stopping = False
+        self._closing = False
+        self._close_requested = False
+        self.peer = "?"
+        self.last_active = time.monotonic()
+        self.closed = asyncio.get_running_loop().create_future()
 
-    def stop_reading(self) -> None:
-        """Broker shutdown: read no more requests, answer the ones already taken, then close."""
-        self._stopping = True
-        self._reader.feed_eof()
+    # --- transport callbacks -------------------------------------------------------------------------
 
-    async def serve(self) -> None:
-        writer_task = asyncio.create_task(self._write_loop())
-        decoder = FrameDecoder(self._broker.config.socket_request_max_bytes)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._stopping:
+            return
+        self.last_active = time.monotonic()
         try:
-            while not writer_task.done():
-                data = await self._reader.read(READ_CHUNK_BYTES)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    await self._queue.put(self._dispatch(frame))
+            self._decoder.append(data)
+            self._take_requests()
         except ProtocolError as error:
-            logger.info("peer=%s closing connection: %s", self.peer, error)
+            if _protocol_errors.allow(self.peer) is not None:
+                logger.info("peer=%s closing connection: %s", self.peer, safe(error))
+            self._close_after_queued()
         except _Close:
-            pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            if not self._stopping:  # the peer left: nobody reads what parked requests would answer
-                for task in self._pending:
-                    task.cancel()
-            await self._queue.put(_Close())
-            with contextlib.suppress(Exception):  # a failed write just ends the connection
-                await writer_task
-            self._writer.close()
+            self._close_after_queued()
+
+    def eof_received(self) -> bool:
+        # A peer that half-closes gets no more answers in Kafka either: close the connection.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for entry in self._queue:
+            if entry.task is not None:
+                entry.task.cancel()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._decoder = FrameDecoder(0)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._write_ready()
+        self._update_reading()
+
+    # --- taking requests -------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and self._decoder.buffered_bytes == 0
+
+    def _may_take(self) -> bool:
+        return (not self._stopping and not self._closing and not self._muted_by_fetch
+                and len(self._queue) < self._in_flight_max and self._unsent_bytes() < CONNECTION_UNSENT_BYTES_MAX)
+
+    def _unsent_bytes(self) -> int:
+        buffered = self._transport.get_write_buffer_size() if self._transport is not None else 0
+        return self._queued_bytes + buffered
+
+    def _take_requests(self) -> None:
+        while self._may_take():
+            frame = self._decoder.next_frame()
+            if frame is None:
+                break
+            entry = self._dispatch(frame)
+            self._queue.append(entry)
+            if entry.mutes:
+                self._muted_by_fetch += 1
+            if entry.response is not None:
+                self._queued_bytes += len(entry.response)
+            self._write_ready()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self._transport is None or self._closing:
+            return
+        want = self._may_take()
+        if want and not self._reading:
+            self._reading = True
+            self._transport.resume_reading()
+            self._take_requests()  # frames may already be buffered
+        elif not want and self._reading:
+            self._reading = False
+            self._transport.pause_reading()
 
     def _dispatch(self, frame: bytes) -> _Entry:
         """Handle one request synchronously; raises ProtocolError or _Close to drop the connection."""
@@ -126,31 +215,48 @@ class Connection:
             raise ProtocolError(f"unknown API key {api_key}")
         if not api.version_min <= api_version <= api.version_max:
             if api_key == API_VERSIONS_KEY and api_version > api.version_max:
-                return unsupported_version_response(correlation_id)
+                return _Entry(unsupported_version_response(correlation_id), None, False)
             raise ProtocolError(f"unsupported {api.name} version {api_version}")
         header, request = decode_request(frame, api_key, api_version)
         context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer)
+        mutes = api_key == FETCH_KEY
         try:
-            return self._settle(context, api.handle(context, request))
+            outcome = api.handle(context, request)
+            if isinstance(outcome, AwaitDurable | AwaitData | AwaitCompletion):
+                task = asyncio.ensure_future(self._wait(api, context, request, outcome))
+                task.add_done_callback(lambda _task: self._write_ready())
+                return _Entry(None, task, mutes)
+            return _Entry(self._settle(context, outcome), None, False)
         except _Close:
             raise
         except Exception:
-            logger.exception("peer=%s %s v%d failed", self.peer, api.name, api_version)
-            raise _Close() from None
+            return _Entry(self._failed(api, context, request), None, False)
 
-    def _settle(self, context: RequestContext, outcome: Any) -> _Entry:
+    def _settle(self, context: RequestContext, outcome: Any) -> bytes | None:
         if outcome is NO_RESPONSE:
             return None
         if outcome is CLOSE_CONNECTION:
             raise _Close()
-        if isinstance(outcome, AwaitDurable | AwaitData | AwaitCompletion):
-            task = asyncio.create_task(self._wait(context, outcome))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            return task
         return encode_response(context.api_key, context.api_version, context.correlation_id, outcome)
 
-    async def _wait(self, context: RequestContext, outcome: Any) -> bytes | None:
+    def _failed(self, api: ApiHandler, context: RequestContext, request: Any) -> bytes:
+        """A handler raised: log it (rate-limited) and answer UNKNOWN_SERVER_ERROR, as Kafka does."""
+        suppressed = _handler_errors.allow((api.api_key, self.peer))
+        if suppressed is not None:
+            logger.error("peer=%s %s v%d failed (%d more since the last report)", self.peer, api.name,
+                         context.api_version, suppressed, exc_info=True)
+        response = api.error_response(context.api_version, request, ErrorCode.unknown_server_error)
+        return encode_response(context.api_key, context.api_version, context.correlation_id, response)
+
+    async def _wait(self, api: ApiHandler, context: RequestContext, request: Any, outcome: Any) -> bytes | None:
+        try:
+            return await self._continue(context, outcome)
+        except (_Close, asyncio.CancelledError):
+            raise
+        except Exception:
+            return self._failed(api, context, request)
+
+    async def _continue(self, context: RequestContext, outcome: Any) -> bytes | None:
         deadline: float | None = None
         while True:
             if isinstance(outcome, AwaitDurable):
@@ -170,24 +276,67 @@ class Connection:
                     await self._waiters.wait_any(outcome.logs, remaining)
                 outcome = outcome.retry(self._stopping or time.monotonic() >= deadline)
             else:
-                entry = self._settle(context, outcome)
-                assert not isinstance(entry, asyncio.Task)
-                return entry
+                return self._settle(context, outcome)
 
-    async def _write_loop(self) -> None:
-        while True:
-            entry = await self._queue.get()
-            if isinstance(entry, _Close):
-                return
-            if isinstance(entry, asyncio.Task):
+    # --- writing ---------------------------------------------------------------------------------------
+
+    def _write_ready(self) -> None:
+        """Write every finished response at the head of the queue, in order."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        queue = self._queue
+        while queue:
+            entry = queue[0]
+            if entry.task is not None:
+                if not entry.task.done():
+                    break
                 try:
-                    entry = await entry
+                    entry.response = entry.task.result()
                 except asyncio.CancelledError:
-                    if not entry.cancelled():  # type: ignore[union-attr]  # we were cancelled ourselves, not the waiting request
-                        raise
-                    continue
-            if entry is None:
-                continue
-            self._writer.write(entry)
-            if self._writer.transport.get_write_buffer_size() > 1024 * 1024:
-                await self._writer.drain()
+                    entry.response = None
+                except _Close:
+                    self._close_now()
+                    return
+                entry.task = None
+                if entry.response is not None:
+                    self._queued_bytes += len(entry.response)
+            if self._write_paused and entry.response is not None:
+                break  # the socket is full: keep it here, counted, until resume_writing
+            queue.popleft()
+            if entry.mutes:
+                self._muted_by_fetch -= 1
+            if entry.response is not None:
+                self._queued_bytes -= len(entry.response)
+                transport.write(entry.response)
+        if (self._stopping or self._close_requested) and not queue:
+            self._close_now()
+            return
+        self._update_reading()
+
+    # --- closing ---------------------------------------------------------------------------------------
+
+    def _close_after_queued(self) -> None:
+        """Answer what was taken, then close (a bad frame, acks=0 failure)."""
+        self._close_requested = True
+        self._reading = False
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._write_ready()
+
+    def _close_now(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def stop_reading(self) -> None:
+        """Broker shutdown: take no more requests, answer the ones already taken, then close."""
+        self._stopping = True
+        if self._transport is not None and self._reading and not self._closing:
+            self._reading = False
+            self._transport.pause_reading()
+        self._write_ready()
+
+    def abort(self) -> None:
+        """Close at once, dropping whatever is still queued (end of the shutdown grace period, idle)."""
+        if self._transport is not None:
+            self._transport.abort()
