@@ -7,8 +7,11 @@ The server layer registers `on_log_changed` to wake long-poll fetches when a par
 
 Coordinators write to internal topics through `InternalTopicStorage`: it creates the topic on first use
 (like Kafka's auto-created `__consumer_offsets`), appends an uncompressed batch of (key, value) records
-and reports durability through the flusher. On start, the broker replays the internal topics into the
-coordinators before it accepts connections.
+and reports durability through the flusher. An append the disk refuses is reported as a failed write
+(the coordinator answers a retriable error and changes nothing). On start, the broker replays the
+internal topics into the coordinators before it accepts connections. Coordinators place keys by the
+partition count the internal topic really has (Kafka reads it from the topic's metadata), so a data
+directory whose internal topic was created with another count keeps working.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from oncelog.coordinator.transaction.coordinator import (
     TransactionConfig,
     TransactionCoordinator,
 )
-from oncelog.durable import write_atomically
 from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.manager import LogManager, Topic, topic_name_problem
+from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
+from oncelog.log.manager import INTERNAL_TOPICS, LogManager, Topic, topic_name_problem
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.records import (
     CONTROL_COMMIT,
@@ -51,22 +54,21 @@ LEADER_EPOCH = 0
 Clock = Callable[[], int]
 Durability = Callable[[PartitionLog, int, Callable[[bool], None]], None]
 
-INTERNAL_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _load_cluster_id(data_dir: Path, node_id: int) -> str:
+def _load_cluster_id(fs: FileSystem, data_dir: Path, node_id: int) -> str:
     """Kafka's `meta.properties`: the cluster id is made once and kept with the data."""
     path = data_dir / "meta.properties"
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if fs.exists(path):
+        for line in fs.read_bytes(path).decode("utf-8", "replace").splitlines():
             if line.startswith("cluster.id="):
                 return line.split("=", 1)[1].strip()
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    write_atomically(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n".encode())
+    write_atomically(fs, path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n".encode())
     return cluster_id
 
 
@@ -80,13 +82,22 @@ def _crash_at(point: str, wanted: str) -> None:
         os._exit(137)
 
 
-def _bump_coordinator_epoch(data_dir: Path) -> int:
+def _bump_coordinator_epoch(fs: FileSystem, data_dir: Path) -> int:
     """The transaction coordinator's epoch: one more than at the last start, kept in a file, so markers of
-    this run fence any of an earlier run (reference §5.8; Kafka uses the partition leader epoch)."""
+    this run fence any of an earlier run (Kafka uses the partition leader epoch of __transaction_state)."""
     path = data_dir / "transaction-coordinator-epoch"
-    epoch = int(path.read_text().strip() or 0) + 1 if path.exists() else 0
-    write_atomically(path, f"{epoch}\n".encode())
+    epoch = 0
+    if fs.exists(path):
+        text = fs.read_bytes(path).decode("ascii", "replace").strip()
+        if not text.isdigit():
+            raise ValueError(f"{path} does not hold a coordinator epoch: {text[:40]!r}")
+        epoch = int(text) + 1
+    write_atomically(fs, path, f"{epoch}\n".encode())
     return epoch
+
+
+FAILED_WRITE = object()
+"""The durability token of an append the disk refused: `when_durable` reports it failed at once."""
 
 
 class InternalTopicStorage:
@@ -97,18 +108,25 @@ class InternalTopicStorage:
 
     def append(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]], *,
                producer_id: int = -1, producer_epoch: int = -1, transactional: bool = False) -> StoredBatch:
-        log = self._broker.internal_log(topic, partition)
         now_ms = self._broker.now_ms()
         # Coordinator batches carry no sequence: like Kafka's COORDINATOR origin they skip sequence checks.
         batch = build_batch(records, timestamp_ms=now_ms, producer_id=producer_id, producer_epoch=producer_epoch,
                             transactional=transactional)
-        result = log.append_coordinator_batch(batch, parse_header(batch), now_ms)
+        try:
+            log = self._broker.internal_log(topic, partition)
+            result = log.append_coordinator_batch(batch, parse_header(batch), now_ms)
+        except KafkaError as error:
+            logger.warning("partition=%s-%d coordinator write failed: %s", topic, partition, error)
+            return StoredBatch(FAILED_WRITE, -1)
         self._broker.log_changed(log)
         return StoredBatch((log, result + len(records)), result)
 
     def when_durable(self, token: Any, callback: Callable[[bool], None]) -> None:
         """`token` is one (log, offset) of an append, or the list `LocalMarkerWriter` returns."""
         targets = token if isinstance(token, list) else [token]
+        if any(target is FAILED_WRITE for target in targets):
+            callback(False)
+            return
         _AllDurable(self._broker, targets, callback)
 
 
@@ -123,10 +141,10 @@ class LocalMarkerWriter:
         self._broker = broker
 
     def write_markers(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
-                      partitions: frozenset[tuple[str, int]]) -> Any:
+                      partitions: frozenset[tuple[str, int]]) -> dict[tuple[str, int], Any]:
         broker = self._broker
         now_ms = broker.now_ms()
-        written: list[tuple[PartitionLog, int]] = []
+        written: dict[tuple[str, int], Any] = {}
         for topic, partition in sorted(partitions):
             log = broker.logs.get(topic, partition)
             if log is None:
@@ -134,12 +152,17 @@ class LocalMarkerWriter:
             try:
                 offset = log.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
             except KafkaError as error:
+                if error.code == ErrorCode.kafka_storage_error:
+                    # The partition cannot take the marker now: the coordinator retries it (Kafka retries
+                    # markers until the partition is back), and a restart resumes from Prepare*.
+                    written[(topic, partition)] = FAILED_WRITE
+                    continue
                 logger.warning("partition=%s producer_id=%d marker skipped: %s", log.name, producer_id, error)
                 continue
             if topic == OFFSETS_TOPIC:
                 broker.groups.complete_transaction(producer_id, commit, partition)
             broker.log_changed(log)
-            written.append((log, offset + 1))
+            written[(topic, partition)] = (log, offset + 1)
         return written
 
 
@@ -163,10 +186,11 @@ class _AllDurable:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms) -> None:
+    def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms, fs: FileSystem = OS_FILE_SYSTEM) -> None:
         self.config = config
         self.clock = clock
-        self.logs = LogManager(config)
+        self.fs = fs
+        self.logs = LogManager(config, fs)
         self.cluster_id = ""
         self.producer_ids: ProducerIdAllocator
         self.advertised_port = config.port
@@ -181,8 +205,8 @@ class Broker:
         self.scheduler = scheduler
         self.durability = durability
         self.logs.start(self.clock())
-        self.cluster_id = _load_cluster_id(self.config.data_dir, self.config.node_id)
-        self.producer_ids = ProducerIdAllocator(self.config.data_dir)
+        self.cluster_id = _load_cluster_id(self.fs, self.config.data_dir, self.config.node_id)
+        self.producer_ids = ProducerIdAllocator(self.fs, self.config.data_dir)
         config = self.config
         self.groups = GroupCoordinator(
             InternalTopicStorage(self),
@@ -192,7 +216,7 @@ class Broker:
                 session_timeout_ms_min=config.group_min_session_timeout_ms,
                 session_timeout_ms_max=config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-                offsets_topic_partitions=config.offsets_topic_num_partitions,
+                offsets_topic_partitions=self._internal_partitions(OFFSETS_TOPIC, config.offsets_topic_num_partitions),
                 offsets_retention_ms=config.offsets_retention_ms,
                 offset_metadata_bytes_max=config.offset_metadata_max_bytes,
             ),
@@ -202,15 +226,27 @@ class Broker:
         self.transactions = TransactionCoordinator(
             storage, LocalMarkerWriter(self), scheduler, self.clock, self.producer_ids.allocate,
             TransactionConfig(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms,
-                              config.transaction_state_log_num_partitions),
+                              self._internal_partitions(TRANSACTION_STATE_TOPIC,
+                                                        config.transaction_state_log_num_partitions)),
             lambda topic, partition: self.logs.get(topic, partition) is not None,
-            _bump_coordinator_epoch(config.data_dir),
+            _bump_coordinator_epoch(self.fs, config.data_dir),
         )
         fault = os.environ.get(FAULT_INJECTION_ENV)
         if fault:
             self.transactions.fault_hook = lambda point: _crash_at(point, fault)
         self._load_offsets_topic()
         self._load_transaction_state()
+
+    def _internal_partitions(self, name: str, configured: int) -> int:
+        """The partition count coordinators place keys by: the topic's own if it exists (Kafka reads it
+        from the topic's metadata), else the configured one it will be created with."""
+        topic = self.logs.topic(name)
+        if topic is None:
+            return configured
+        if len(topic.partitions) != configured:
+            logger.warning("topic=%s has %d partitions, not the configured %d: coordinators use %d", name,
+                           len(topic.partitions), configured, len(topic.partitions))
+        return len(topic.partitions)
 
     def _load_offsets_topic(self) -> None:
         topic = self.logs.topic(OFFSETS_TOPIC)
@@ -258,14 +294,30 @@ class Broker:
                     if record.key is not None and record.offset >= log.log_start_offset:
                         yield kind, header.producer_id, record.key, record.value, record.offset
 
+    def internal_topic(self, topic: str) -> Topic:
+        """An internal topic, created on first use with the partition count its coordinator places keys by.
+        Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses."""
+        existing = self.logs.topic(topic)
+        if existing is not None:
+            return existing
+        assert topic in INTERNAL_TOPICS
+        config = self.config
+        if topic == TRANSACTION_STATE_TOPIC:
+            partitions = self.transactions.config.state_topic_partitions
+            segment_bytes = config.transaction_state_log_segment_bytes
+        else:
+            partitions = self.groups.config.offsets_topic_partitions
+            segment_bytes = config.offsets_topic_segment_bytes
+        # Kafka's internal topic configs: compacted, with their own segment size.
+        configs = {"cleanup.policy": "compact", "segment.bytes": str(segment_bytes)}
+        return self.logs.create_topic(topic, partitions, TopicConfig(configs), self.clock())
+
     def internal_log(self, topic: str, partition: int) -> PartitionLog:
-        """A partition of an internal topic, creating the topic on first use."""
-        if self.logs.topic(topic) is None:
-            partitions = (self.config.transaction_state_log_num_partitions if topic == TRANSACTION_STATE_TOPIC
-                          else self.config.offsets_topic_num_partitions)
-            self.logs.create_topic(topic, partitions, TopicConfig(dict(INTERNAL_TOPIC_CONFIGS)), self.clock())
-        log = self.logs.get(topic, partition)
-        assert log is not None, f"{topic}-{partition}"
+        """A partition of an internal topic, creating the topic on first use; KafkaError if the disk
+        refuses or the partition is offline (coordinators answer COORDINATOR_NOT_AVAILABLE then)."""
+        log = self.internal_topic(topic).partitions[partition]
+        if log.offline:
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {log.name} is offline")
         return log
 
     def close(self) -> None:
@@ -297,9 +349,21 @@ class Broker:
             raise KafkaError(ErrorCode.invalid_topic_exception, problem)
         if self.logs.topic(name) is not None:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic '{name}' already exists")
+        if name in INTERNAL_TOPICS:
+            raise KafkaError(ErrorCode.invalid_request,
+                             f"creation of internal topic {name} is prohibited: the broker creates it")
+        colliding = self.logs.colliding_topic(name)
+        if colliding is not None:
+            raise KafkaError(ErrorCode.invalid_topic_exception,
+                             f"topic '{name}' collides with existing topic '{colliding}' ('.' and '_' collide)")
         partitions = self.config.num_partitions if num_partitions == -1 else num_partitions
         if partitions <= 0:
             raise KafkaError(ErrorCode.invalid_partitions, "number of partitions must be larger than 0")
+        limit = self.config.max_broker_partitions
+        if self.logs.partition_count + partitions > limit:
+            raise KafkaError(ErrorCode.policy_violation,
+                             f"creating {partitions} partitions would exceed max.broker.partitions={limit} "
+                             f"({self.logs.partition_count} exist); raise it or delete topics")
         replicas = self.config.default_replication_factor if replication_factor == -1 else replication_factor
         if replicas != 1:
             raise KafkaError(
@@ -316,7 +380,11 @@ class Broker:
         return partitions, replicas, topic_config
 
     def auto_create_topic(self, name: str) -> Topic | None:
-        """Create `name` with the defaults if auto-creation is on and the name is legal."""
+        """Create `name` with the defaults if auto-creation is on and the name is legal (an internal topic
+        with its coordinator's settings, as Kafka's AutoTopicCreationManager). Raises KafkaError when the
+        topic cannot be created (a collision, the partition limit, the disk)."""
+        if name in INTERNAL_TOPICS:
+            return self.internal_topic(name)
         if not self.config.auto_create_topics_enable or topic_name_problem(name) is not None:
             return None
         self.create_topic(name)
@@ -325,4 +393,6 @@ class Broker:
     def delete_topic(self, name: str) -> None:
         if self.logs.topic(name) is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+        if name in INTERNAL_TOPICS:
+            raise KafkaError(ErrorCode.invalid_topic_exception, f"internal topic {name} cannot be deleted")
         self.logs.delete_topic(name)

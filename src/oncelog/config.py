@@ -81,18 +81,21 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     group_initial_rebalance_delay_ms: int = 3000
     offsets_topic_num_partitions: int = 50
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     offsets_retention_ms: int = 7 * DAY_MS
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
     transaction_max_timeout_ms: int = 900_000
     transactional_id_expiration_ms: int = 7 * DAY_MS
     transaction_state_log_num_partitions: int = 50
+    transaction_state_log_segment_bytes: int = 100 * 1024 * 1024
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
     transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     fetch_max_wait_ms_max: int = 30_000
     fetch_max_bytes: int = 55 * 1024 * 1024
     connection_requests_in_flight_max: int = 64
     connections_max_idle_ms: int = 600_000
+    max_broker_partitions: int = 20_000
 
     @property
     def bootstrap(self) -> str:
@@ -133,6 +136,8 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _INT),
     "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", _INT),
     "offsets.topic.num.partitions": ("offsets_topic_num_partitions", _INT),
+    "offsets.topic.segment.bytes": ("offsets_topic_segment_bytes", _INT),
+    "transaction.state.log.segment.bytes": ("transaction_state_log_segment_bytes", _INT),
     "offsets.retention.minutes": ("offsets_retention_ms", lambda v: int(v) * 60 * 1000),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _INT),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _INT),
@@ -146,6 +151,7 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "producer.id.expiration.check.interval.ms": ("producer_id_expiration_check_interval_ms", _INT),
     "fetch.max.bytes": ("fetch_max_bytes", _INT),
     "connections.max.idle.ms": ("connections_max_idle_ms", _INT),
+    "max.broker.partitions": ("max_broker_partitions", _INT),
 }
 
 # Kafka broker properties we accept and ignore because they have no meaning on one node.
@@ -192,6 +198,11 @@ def _validate(config: BrokerConfig) -> None:
         (config.socket_request_max_bytes >= config.message_max_bytes, "socket.request.max.bytes too small"),
         (config.fetch_max_bytes >= 1024, "fetch.max.bytes must be at least 1024"),
         (config.connections_max_idle_ms >= 1, "connections.max.idle.ms must be at least 1"),
+        (config.max_broker_partitions >= 1, "max.broker.partitions must be at least 1"),
+        (config.offsets_topic_segment_bytes >= config.message_max_bytes,
+         "offsets.topic.segment.bytes must be ≥ message.max.bytes"),
+        (config.transaction_state_log_segment_bytes >= config.message_max_bytes,
+         "transaction.state.log.segment.bytes must be ≥ message.max.bytes"),
     ]
     for ok, message in checks:
         if not ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 import time
@@ -14,7 +15,9 @@ from oncelog.client import KafkaClient
 from oncelog.errors import ErrorCode
 
 GARBAGE = {
-    "random bytes": os.urandom(64),
+    # A whole frame of seeded random bytes (a random size prefix may be a plausible partial frame, which
+    # the broker rightly waits for until connections.max.idle.ms).
+    "random frame": struct.pack(">i", 60) + random.Random(7).randbytes(60),
     "oversized frame": struct.pack(">i", 2**30) + b"x" * 16,
     "negative size": struct.pack(">i", -5),
     "unknown api key": struct.pack(">ihhih", 12, 999, 0, 1, -1) + b"\x00\x00",

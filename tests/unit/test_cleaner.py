@@ -7,13 +7,15 @@ from pathlib import Path
 from oncelog.log.cleaner import clean
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, iter_records, parse_header
+from tests.helpers import local_data_dir
 
 DAY_MS = 24 * 3600 * 1000
 
 
 def open_log(directory: Path, clean_shutdown: bool = True) -> PartitionLog:
     config = LogConfig(segment_bytes=1024, message_bytes_max=1024)
-    return PartitionLog.open(directory, "__consumer_offsets", 0, config, recovery_point=0, log_start_offset=0,
+    return PartitionLog.open(directory, "__consumer_offsets", 0, config, local_data_dir(directory.parent),
+                             recovery_point=0, log_start_offset=0,
                              clean_shutdown=clean_shutdown, now_ms=0)
 
 

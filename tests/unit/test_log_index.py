@@ -6,16 +6,17 @@ import struct
 from pathlib import Path
 
 from oncelog.log.index import OffsetIndex, TimeIndex
+from tests.helpers import local_data_dir
 
 BASE = 1000
 
 
 def offset_index(tmp_path: Path, log_size_bytes: int = 1 << 30) -> OffsetIndex:
-    return OffsetIndex(tmp_path / "00000000000000001000.index", BASE, log_size_bytes)
+    return OffsetIndex(tmp_path / "00000000000000001000.index", local_data_dir(tmp_path), BASE, log_size_bytes)
 
 
 def time_index(tmp_path: Path, next_offset: int = 1 << 40) -> TimeIndex:
-    return TimeIndex(tmp_path / "00000000000000001000.timeindex", BASE, next_offset)
+    return TimeIndex(tmp_path / "00000000000000001000.timeindex", local_data_dir(tmp_path), BASE, next_offset)
 
 
 def test_offset_index_writes_kafka_format_and_reloads(tmp_path: Path) -> None:

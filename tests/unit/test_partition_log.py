@@ -11,6 +11,7 @@ import pytest
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, iter_records, parse_header
+from tests.helpers import local_data_dir
 
 HOUR_MS = 3600 * 1000
 
@@ -28,6 +29,7 @@ def open_log(directory: Path, config: LogConfig | None = None, **kwargs: int | b
         "orders",
         0,
         config or LogConfig(),
+        local_data_dir(directory.parent),
         recovery_point=int(options["recovery_point"]),
         log_start_offset=int(options["log_start_offset"]),
         clean_shutdown=bool(options["clean_shutdown"]),

@@ -9,11 +9,13 @@ import pytest
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, parse_header
+from tests.helpers import local_data_dir
 
 
 def open_log(directory: Path, clean_shutdown: bool = True, segment_bytes: int = 1 << 20) -> PartitionLog:
     return PartitionLog.open(directory, "t", 0, LogConfig(segment_bytes=segment_bytes, message_bytes_max=4096),
-                             recovery_point=0, log_start_offset=0, clean_shutdown=clean_shutdown, now_ms=0)
+                             local_data_dir(directory.parent), recovery_point=0, log_start_offset=0,
+                             clean_shutdown=clean_shutdown, now_ms=0)
 
 
 class Producer:
@@ -145,8 +147,8 @@ def test_reopen_rebuilds_open_transactions_and_the_index(tmp_path: Path, clean: 
 
 def test_retention_drops_the_index_of_deleted_segments(tmp_path: Path) -> None:
     config = LogConfig(segment_bytes=300, message_bytes_max=300, retention_bytes=0)
-    log = PartitionLog.open(tmp_path / "p", "t", 0, config, recovery_point=0, log_start_offset=0,
-                            clean_shutdown=True, now_ms=0)
+    log = PartitionLog.open(tmp_path / "p", "t", 0, config, local_data_dir(tmp_path), recovery_point=0,
+                            log_start_offset=0, clean_shutdown=True, now_ms=0)
     producer = Producer(log, 1)
     for _ in range(6):
         producer.send()

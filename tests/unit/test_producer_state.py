@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.fs import OS_FILE_SYSTEM
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.log.producer_state import (
     Duplicate,
@@ -27,6 +28,7 @@ from oncelog.log.producer_state import (
     write_snapshot,
 )
 from oncelog.protocol.records import BatchHeader, build_batch, iter_batches, iter_records, parse_header
+from tests.helpers import local_data_dir
 
 SEQUENCE_MODULUS = 1 << 31
 SEQUENCE_MAX = SEQUENCE_MODULUS - 1
@@ -403,27 +405,27 @@ def test_load_latest_snapshot_skips_a_corrupt_one(tmp_path: Path) -> None:
     older = ProducerStateManager()
     apply_at(older, header_of(7, 0, 0, 2), 0, timestamp=500)
     newer = populated_state()
-    assert write_snapshot(tmp_path, older) == snapshot_path(tmp_path, 2)
-    assert write_snapshot(tmp_path, newer) == snapshot_path(tmp_path, 10)
+    assert write_snapshot(OS_FILE_SYSTEM, tmp_path, older) == snapshot_path(tmp_path, 2)
+    assert write_snapshot(OS_FILE_SYSTEM, tmp_path, newer) == snapshot_path(tmp_path, 10)
     assert snapshot_path(tmp_path, 10).name == "00000000000000000010.snapshot"
-    assert list_snapshots(tmp_path) == [2, 10]
-    loaded = load_latest_snapshot(tmp_path, 100, "orders-0")
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path) == [2, 10]
+    loaded = load_latest_snapshot(OS_FILE_SYSTEM, tmp_path, 100, "orders-0")
     assert loaded is not None and loaded.last_map_offset == 10 and set(loaded.entries) == {7, 9}
 
     data = bytearray(snapshot_path(tmp_path, 10).read_bytes())
     data[len(data) // 2] ^= 0x01
     snapshot_path(tmp_path, 10).write_bytes(bytes(data))
-    loaded = load_latest_snapshot(tmp_path, 100, "orders-0")
+    loaded = load_latest_snapshot(OS_FILE_SYSTEM, tmp_path, 100, "orders-0")
     assert loaded is not None and loaded.last_map_offset == 2
     assert set(loaded.entries) == {7} and loaded.entries[7].last_sequence == 1
-    assert list_snapshots(tmp_path) == [2], "the corrupt snapshot is deleted"
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path) == [2], "the corrupt snapshot is deleted"
 
 
 def test_load_latest_snapshot_ignores_snapshots_past_the_log_end(tmp_path: Path) -> None:
     state = populated_state()
-    write_snapshot(tmp_path, state)
-    assert load_latest_snapshot(tmp_path, 9, "orders-0") is None
-    assert list_snapshots(tmp_path) == []
+    write_snapshot(OS_FILE_SYSTEM, tmp_path, state)
+    assert load_latest_snapshot(OS_FILE_SYSTEM, tmp_path, 9, "orders-0") is None
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path) == []
 
 
 def test_remove_expired() -> None:
@@ -452,6 +454,7 @@ def open_log(directory: Path, config: LogConfig | None = None, *, clean: bool = 
         "orders",
         0,
         config or LogConfig(),
+        local_data_dir(directory.parent),
         recovery_point=0,
         log_start_offset=0,
         clean_shutdown=clean,
@@ -497,7 +500,7 @@ def test_retry_is_a_duplicate_before_and_after_a_clean_reopen(tmp_path: Path) ->
     batches = write_batches(log, 4)
     assert_retry_is_duplicate(log, batches[1], 2)
     log.close()
-    assert list_snapshots(tmp_path / "orders-0") == [8], "a clean close snapshots at the log end offset"
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path / "orders-0") == [8], "a clean close snapshots at the log end offset"
 
     log = open_log(tmp_path / "orders-0")
     assert_retry_is_duplicate(log, batches[-1], 6)
@@ -514,7 +517,7 @@ def test_retry_is_a_duplicate_after_an_unclean_reopen(tmp_path: Path) -> None:
     crashed = open_log(tmp_path / "orders-0")
     batches = write_batches(crashed, 4)
     # No close: no snapshot, nothing checkpointed. Only the files the appends wrote remain.
-    assert list_snapshots(tmp_path / "orders-0") == []
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path / "orders-0") == []
 
     log = open_log(tmp_path / "orders-0", clean=False)
     for segment in crashed.segments:
@@ -535,7 +538,7 @@ def test_roll_writes_a_snapshot_at_the_new_segment_base_offset(tmp_path: Path) -
     batches = write_batches(log, 4)
     assert [segment.base_offset for segment in log.segments] == [0, 6]
     assert (tmp_path / "orders-0" / "00000000000000000006.snapshot").is_file()
-    assert list_snapshots(tmp_path / "orders-0") == [6]
+    assert list_snapshots(OS_FILE_SYSTEM, tmp_path / "orders-0") == [6]
     snapshot = ProducerStateManager.from_snapshot(snapshot_path(tmp_path / "orders-0", 6).read_bytes(), 6)
     assert snapshot.entries[42].last_sequence == 5 and snapshot.entries[42].last_offset == 5
 

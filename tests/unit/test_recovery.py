@@ -10,6 +10,7 @@ import pytest
 
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, parse_header
+from tests.helpers import local_data_dir
 
 LOGGER = "oncelog.log.partition"
 
@@ -20,6 +21,7 @@ def open_log(directory: Path, config: LogConfig, *, clean: bool, recovery_point:
         "orders",
         0,
         config,
+        local_data_dir(directory.parent),
         recovery_point=recovery_point,
         log_start_offset=0,
         clean_shutdown=clean,

@@ -10,6 +10,7 @@ import pytest
 
 from oncelog.log.segment import LogSegment
 from oncelog.protocol.records import assigned_prefix, build_batch, iter_batches, parse_header
+from tests.helpers import local_data_dir
 
 
 def make_batch(records: int = 1, value_bytes: int = 10, timestamp_ms: int = 0) -> bytes:
@@ -47,7 +48,7 @@ def base_offsets(data: bytes) -> list[int]:
 
 
 def test_new_segment_is_empty(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 42)
+    segment = LogSegment(tmp_path, 42, local_data_dir(tmp_path))
     assert (segment.base_offset, segment.size, segment.next_offset) == (42, 0, 42)
     assert segment.max_timestamp == -1 and segment.roll_base_ms is None
     assert (tmp_path / "00000000000000000042.log").exists()
@@ -57,7 +58,7 @@ def test_new_segment_is_empty(tmp_path: Path) -> None:
 
 
 def test_append_assigns_prefix_and_keeps_the_rest(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 100)
+    segment = LogSegment(tmp_path, 100, local_data_dir(tmp_path))
     batch = make_batch(records=3, timestamp_ms=1234)
     assert append(segment, batch, 100, now_ms=77) == 0
     assert segment.next_offset == 103 and segment.size == len(batch)
@@ -75,7 +76,7 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return real_writev(fd, [bytes(buffers[0][:7])])
 
     monkeypatch.setattr(os, "writev", dribble)
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     batches = [make_batch(records=2, value_bytes=30), make_batch()]
     fill(segment, batches)
     monkeypatch.undo()
@@ -85,7 +86,7 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_failed_write_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     fill(segment, [make_batch()])
     size = segment.size
     real_writev = os.writev
@@ -109,7 +110,7 @@ def test_failed_write_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_read_cuts_at_max_offset_exclusive(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     fill(segment, [make_batch(records=5) for _ in range(4)])  # offsets 0-4, 5-9, 10-14, 15-19
     assert base_offsets(segment.read(0, 100_000, 10, False)) == [0, 5]
     assert base_offsets(segment.read(0, 100_000, 11, False)) == [0, 5, 10]
@@ -118,7 +119,7 @@ def test_read_cuts_at_max_offset_exclusive(tmp_path: Path) -> None:
 
 
 def test_read_cuts_at_max_bytes_on_batch_boundaries(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     batches = [make_batch(value_bytes=100) for _ in range(5)]
     fill(segment, batches)
     size = len(batches[0])
@@ -129,7 +130,7 @@ def test_read_cuts_at_max_bytes_on_batch_boundaries(tmp_path: Path) -> None:
 
 
 def test_read_returns_oversized_first_batch_whole_with_min_one_batch(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0, index_interval_bytes=0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=0)
     big = make_batch(value_bytes=50_000)
     fill(segment, [make_batch(), big, make_batch()])
     data = segment.read(1, 1000, 10**9, True)
@@ -139,7 +140,7 @@ def test_read_returns_oversized_first_batch_whole_with_min_one_batch(tmp_path: P
 
 
 def test_read_from_inside_a_batch_returns_the_containing_batch(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     fill(segment, [make_batch(records=10) for _ in range(3)])
     assert base_offsets(segment.read(15, 100_000, 10**9, False)) == [10, 20]
     assert base_offsets(segment.read(29, 100_000, 10**9, False)) == [20]
@@ -148,7 +149,7 @@ def test_read_from_inside_a_batch_returns_the_containing_batch(tmp_path: Path) -
 
 def test_read_uses_the_offset_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     interval = 4096
-    segment = LogSegment(tmp_path, 0, index_interval_bytes=interval)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=interval)
     batch = make_batch(records=2, value_bytes=40)
     fill(segment, [batch] * 2000)
     assert segment.size == 2000 * len(batch) > 50 * interval
@@ -169,7 +170,7 @@ def test_read_uses_the_offset_index(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_find_offset_for_timestamp(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0, index_interval_bytes=0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=0)
     timestamps = [1000, 3000, 2000, 5000, 5000, 9000]
     fill(segment, [make_batch(records=2, timestamp_ms=ts) for ts in timestamps])
     assert segment.find_offset_for_timestamp(0) == (0, 1000)
@@ -183,13 +184,13 @@ def test_find_offset_for_timestamp(tmp_path: Path) -> None:
 
 
 def test_reopen_restores_next_offset_and_max_timestamp(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0, index_interval_bytes=200)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=200)
     fill(segment, [make_batch(records=3, value_bytes=50, timestamp_ms=ts) for ts in range(1000, 1100)])
     expected = (segment.size, segment.next_offset, segment.max_timestamp)
     segment.fsync()
     segment.flush_indexes()
     segment.close()
-    reopened = LogSegment(tmp_path, 0, index_interval_bytes=200, opened_ms=5)
+    reopened = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=200, opened_ms=5)
     assert not reopened.needs_recovery
     assert (
         (reopened.size, reopened.next_offset, reopened.max_timestamp)
@@ -204,19 +205,19 @@ def test_reopen_restores_next_offset_and_max_timestamp(tmp_path: Path) -> None:
 
 
 def test_reopen_flags_torn_tail(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     fill(segment, [make_batch() for _ in range(3)])
     segment.close()
     with open(tmp_path / "00000000000000000000.log", "r+b") as handle:
         handle.truncate(segment.size - 5)
-    reopened = LogSegment(tmp_path, 0)
+    reopened = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     assert reopened.needs_recovery
     assert reopened.recover(1 << 20) == len(make_batch()) - 5
     assert reopened.next_offset == 2 and not reopened.needs_recovery
 
 
 def test_truncate_to_drops_batches_holding_the_offset_and_after(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0, index_interval_bytes=0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path), index_interval_bytes=0)
     batch = make_batch(records=5, timestamp_ms=10)
     fill(segment, [batch, batch, make_batch(records=5, timestamp_ms=99), batch])
     assert segment.truncate_to(10) == 2 * len(batch)
@@ -232,7 +233,7 @@ def test_truncate_to_drops_batches_holding_the_offset_and_after(tmp_path: Path) 
 
 
 def test_fsync_after_close_is_a_no_op_and_delete_removes_files(tmp_path: Path) -> None:
-    segment = LogSegment(tmp_path, 0)
+    segment = LogSegment(tmp_path, 0, local_data_dir(tmp_path))
     fill(segment, [make_batch()])
     segment.fsync()
     segment.close()

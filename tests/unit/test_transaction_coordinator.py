@@ -46,7 +46,7 @@ class Markers:
     def write_markers(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
                       partitions: frozenset[tuple[str, int]]) -> Any:
         self.written.append((producer_id, producer_epoch, coordinator_epoch, commit, partitions))
-        return None
+        return dict.fromkeys(partitions)
 
 
 def make(storage: Storage | None = None, scheduler: ManualScheduler | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncelog.durable import write_atomically
+from oncelog.fs import FileSystem, write_atomically
 
 BLOCK_SIZE = 1000
 FILE_NAME = "producer-ids"
@@ -19,17 +19,19 @@ PRODUCER_ID_MAX = 2**63 - 1
 
 
 class ProducerIdAllocator:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, fs: FileSystem, data_dir: Path) -> None:
+        self._fs = fs
         self._path = data_dir / FILE_NAME
         self._next = 0
         self._block_end = 0
-        if self._path.exists():
-            text = self._path.read_text().strip()
+        if fs.exists(self._path):
+            text = fs.read_bytes(self._path).decode("ascii", "replace").strip()
             if not text.isdigit():
                 raise ValueError(f"{self._path} does not hold a producer id high-water mark: {text!r}")
             self._next = self._block_end = int(text)
 
     def allocate(self) -> int:
+        """The next producer id; OSError if a new block cannot be reserved durably (none is handed out)."""
         if self._next >= self._block_end:
             self._reserve(self._next + BLOCK_SIZE)
         producer_id = self._next
@@ -38,7 +40,7 @@ class ProducerIdAllocator:
 
     def _reserve(self, block_end: int) -> None:
         assert block_end <= PRODUCER_ID_MAX
-        write_atomically(self._path, f"{block_end}\n".encode())
+        write_atomically(self._fs, self._path, f"{block_end}\n".encode())
         self._block_end = block_end
 
     @property

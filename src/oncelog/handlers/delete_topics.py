@@ -23,8 +23,6 @@ def handle(context: RequestContext, request: Any) -> Any:
     for name in request.topic_names:
         code = ErrorCode.none
         try:
-            if name.startswith("__") and context.broker.logs.topic(name) is not None:
-                raise KafkaError(ErrorCode.invalid_topic_exception, "internal topics cannot be deleted")
             context.broker.delete_topic(name)
         except KafkaError as error:
             code = error.code

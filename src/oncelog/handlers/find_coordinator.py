@@ -13,7 +13,7 @@ from typing import Any
 
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
 from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
-from oncelog.errors import ErrorCode
+from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
 
 from .base import RequestContext
@@ -32,12 +32,15 @@ def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[st
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if not key:
         return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}
-    if key_type == KEY_TYPE_GROUP:
-        broker.internal_log(OFFSETS_TOPIC, broker.groups.partition_of(key))
-        return found
-    if key_type == KEY_TYPE_TRANSACTION:
-        broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(key))
-        return found
+    try:
+        if key_type == KEY_TYPE_GROUP:
+            broker.internal_log(OFFSETS_TOPIC, broker.groups.partition_of(key))
+            return found
+        if key_type == KEY_TYPE_TRANSACTION:
+            broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(key))
+            return found
+    except KafkaError as error:  # the coordinator's partition cannot be created or is offline
+        return {**missing, "error_code": ErrorCode.coordinator_not_available, "error_message": error.message}
     return {**missing, "error_code": ErrorCode.invalid_request, "error_message": f"unknown key type {key_type}"}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
-from oncelog.errors import ErrorCode
+from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response, duration_ms
 
 from .base import AwaitCompletion, RequestContext
@@ -36,10 +36,15 @@ def handle(context: RequestContext, request: Any) -> Any:
     producer_epoch = int(getattr(request, "producer_epoch", -1))
     if (producer_id == -1) != (producer_epoch == -1):
         return _respond(context, ErrorCode.invalid_request)
-    if transactional_id is None:
-        return _respond(context, ErrorCode.none, context.broker.producer_ids.allocate(), 0)
     broker = context.broker
-    broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(transactional_id or "x"))
+    try:
+        if transactional_id is None:
+            return _respond(context, ErrorCode.none, broker.producer_ids.allocate(), 0)
+        broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(transactional_id or "x"))
+    except (OSError, KafkaError):
+        # The producer-id block or the coordinator's partition cannot be written: retriable, as Kafka's
+        # COORDINATOR_NOT_AVAILABLE while its log is unavailable.
+        return _respond(context, ErrorCode.coordinator_not_available)
     completion = broker.transactions.init_producer_id(
         transactional_id, duration_ms(request.transaction_timeout), producer_id, producer_epoch)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.broker import LEADER_EPOCH
-from oncelog.errors import ErrorCode
+from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_response
 
@@ -55,11 +55,15 @@ def handle(context: RequestContext, request: Any) -> Any:
         partitions = []
         for partition in topic.partitions:
             log = context.broker.logs.get(topic.name, partition.partition_index)
-            if log is None:
-                partitions.append({"partition_index": partition.partition_index,
-                                   "error_code": ErrorCode.unknown_topic_or_partition})
+            if log is None or log.offline:
+                code = ErrorCode.unknown_topic_or_partition if log is None else ErrorCode.kafka_storage_error
+                partitions.append({"partition_index": partition.partition_index, "error_code": code})
                 continue
-            offset, timestamp = offset_for(log, int(partition.timestamp), read_committed)
+            try:
+                offset, timestamp = offset_for(log, int(partition.timestamp), read_committed)
+            except KafkaError as error:  # the partition is offline
+                partitions.append({"partition_index": partition.partition_index, "error_code": error.code})
+                continue
             partitions.append({
                 "partition_index": partition.partition_index,
                 "error_code": ErrorCode.none,

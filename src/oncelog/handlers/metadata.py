@@ -29,6 +29,16 @@ VERSIONS = (1, 12)
 _UNKNOWN_TOPIC_ID = None
 
 
+def _partition_entry(node: int, index: int, offline: bool) -> dict[str, Any]:
+    if offline:
+        # The only replica's log is offline after a disk error: no leader, as Kafka reports a partition
+        # whose leader's log directory failed.
+        return {"error_code": ErrorCode.leader_not_available, "partition_index": index, "leader_id": -1,
+                "leader_epoch": LEADER_EPOCH, "replica_nodes": [node], "isr_nodes": [], "offline_replicas": [node]}
+    return {"error_code": ErrorCode.none, "partition_index": index, "leader_id": node, "leader_epoch": LEADER_EPOCH,
+            "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": []}
+
+
 def topic_entry(context: RequestContext, topic: Topic) -> dict[str, Any]:
     node = context.broker.config.node_id
     return {
@@ -36,18 +46,7 @@ def topic_entry(context: RequestContext, topic: Topic) -> dict[str, Any]:
         "name": topic.name,
         "topic_id": topic.topic_id,
         "is_internal": topic.internal,
-        "partitions": [
-            {
-                "error_code": ErrorCode.none,
-                "partition_index": index,
-                "leader_id": node,
-                "leader_epoch": LEADER_EPOCH,
-                "replica_nodes": [node],
-                "isr_nodes": [node],
-                "offline_replicas": [],
-            }
-            for index in range(len(topic.partitions))
-        ],
+        "partitions": [_partition_entry(node, index, log.offline) for index, log in enumerate(topic.partitions)],
     }
 
 

@@ -21,22 +21,20 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from oncelog.durable import write_atomically
+from oncelog.fs import FileSystem, write_atomically
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 0
 
 
-def read_checkpoint(path: Path) -> dict[tuple[str, int], int]:
+def read_checkpoint(fs: FileSystem, path: Path) -> dict[tuple[str, int], int]:
     """The entries of the checkpoint at `path`; {} if it is missing or malformed (with a warning)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not fs.exists(path):
         return {}
     try:
-        return _parse(text)
-    except ValueError as error:
+        return _parse(fs.read_bytes(path).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
         logger.warning("checkpoint=%s is malformed and is ignored: %s", path, error)
         return {}
 
@@ -62,10 +60,10 @@ def _parse(text: str) -> dict[tuple[str, int], int]:
     return entries
 
 
-def write_checkpoint(path: Path, entries: Mapping[tuple[str, int], int]) -> None:
+def write_checkpoint(fs: FileSystem, path: Path, entries: Mapping[tuple[str, int], int]) -> None:
     """Replace the checkpoint at `path` with `entries`, atomically and durably."""
     lines = [str(CHECKPOINT_VERSION), str(len(entries))]
     for (topic, partition), offset in sorted(entries.items()):
         assert topic and not any(character.isspace() for character in topic), f"bad topic name {topic!r}"
         lines.append(f"{topic} {partition} {offset}")
-    write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_atomically(fs, path, ("\n".join(lines) + "\n").encode("utf-8"))

@@ -14,15 +14,22 @@ until transactions arrive, internal topics hold none.)
 Swap, crash-safe: the cleaned bytes go to `{base}.log.cleaned` (fsynced), the old indexes are deleted, the
 cleaned file is renamed over the `.log` and the directory fsynced; the segment is then reopened and its
 indexes rebuilt. A crash before the rename leaves a stray `.cleaned` file (removed on open); after it,
-the missing index makes the segment recover on open.
+the missing index makes the segment recover on open. An I/O error before the rename leaves the segment
+as it was (the pass stops, the next one retries); after it, the partition goes offline.
+
+A batch whose records cannot be decoded (a client can write a CRC-valid batch of garbage to a compacted
+topic) makes the partition uncleanable: `Uncleanable` is raised and the caller stops cleaning it, as
+Kafka's LogCleaner marks such partitions and moves on. Nothing is rewritten in that case.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from oncelog.durable import write_synced
+from oncelog.fs import write_synced
 from oncelog.protocol.records import iter_batches, iter_records, retain_records
 
 from .partition import PartitionLog
@@ -32,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 4 * 1024 * 1024
 CLEANED_SUFFIX = ".cleaned"
+
+
+class Uncleanable(Exception):
+    """The partition holds records the cleaner cannot decode; it must not be cleaned again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +94,37 @@ def _clean_segment_bytes(data: bytes, latest: dict[bytes, int], drop_tombstones:
 
 
 def clean(log: PartitionLog, now_ms: int, delete_retention_ms: int) -> CleanResult:
-    """One compaction pass over `log` (the active segment is read for the map, never rewritten)."""
-    latest = _offset_map(log)
+    """One compaction pass over `log` (the active segment is read for the map, never rewritten).
+    Raises Uncleanable for undecodable records, OSError or KafkaError for disk errors."""
+    try:
+        latest = _offset_map(log)
+    except ValueError as error:
+        raise Uncleanable(str(error)) from error
     rewritten = before = after = 0
     for segment in list(log.segments[:-1]):
         data = _segment_bytes(segment)
         drop_tombstones = segment.last_modified_ms < now_ms - delete_retention_ms
-        cleaned = _clean_segment_bytes(data, latest, drop_tombstones)
+        try:
+            cleaned = _clean_segment_bytes(data, latest, drop_tombstones)
+        except ValueError as error:
+            raise Uncleanable(f"segment {segment.log_path.name}: {error}") from error
         if cleaned is None:
             continue
         before += len(data)
         after += len(cleaned)
         rewritten += 1
-        log.replace_segment(segment, _write_cleaned(segment, cleaned))
+        log.replace_segment(segment, _write_cleaned(log, segment, cleaned))
     if rewritten:
         logger.info("partition=%s compacted %d segments: %d → %d bytes", log.name, rewritten, before, after)
     return CleanResult(rewritten, before, after)
 
 
-def _write_cleaned(segment: LogSegment, data: bytes) -> str:
-    path = str(segment.log_path) + CLEANED_SUFFIX
-    write_synced(path, data)
+def _write_cleaned(log: PartitionLog, segment: LogSegment, data: bytes) -> Path:
+    path = segment.log_path.with_name(segment.log_path.name + CLEANED_SUFFIX)
+    try:
+        write_synced(log.data_dir.fs, path, data)
+    except OSError:
+        with contextlib.suppress(OSError):  # a stray .cleaned file is removed when the partition is next opened
+            log.data_dir.fs.unlink(path)
+        raise
     return path

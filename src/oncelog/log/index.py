@@ -12,7 +12,11 @@ Offsets are stored relative to the segment's base offset, as in Kafka:
   written only when the maximum grows, so timestamps and offsets are both strictly increasing.
 
 Unlike Kafka we do not preallocate and memory-map the files: they are plain append-only files and the
-in-memory arrays are the source for lookups, so a file never has to be trimmed on close.
+in-memory arrays are the source for lookups, so a file never has to be trimmed on close. A file is
+opened only to append, truncate or fsync, and may be closed again at any time by the open-file budget.
+
+An append that fails (a full disk) restores the file to its previous entries; if even that fails, it
+raises `RollbackFailed` and the owner stops using the index.
 
 Loading is defensive because index files are fsynced only when a segment rolls: a partial trailing entry
 (torn write) is ignored, and the first entry that is not strictly increasing or points past the data
@@ -22,11 +26,12 @@ index entry costs only a longer scan, never a wrong answer.
 
 from __future__ import annotations
 
-import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
+
+from oncelog.fs import DataDir, File, RollbackFailed, read_all, write_all
 
 INT32_MAX = 2**31 - 1
 
@@ -34,53 +39,68 @@ _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write may write less than asked (disk full, signals); keep going until all of it is written."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _read_file(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    chunks: list[bytes] = []
-    position = 0
-    while position < size:
-        chunk = os.pread(fd, size - position, position)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        position += len(chunk)
-    return b"".join(chunks)
-
-
 class _IndexFile:
-    """The file half of an index: an append-only fd opened with O_APPEND."""
+    """The file half of an index: an append-only file, opened on demand."""
 
     entry_bytes = 0
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data_dir: DataDir) -> None:
         self.path = path
-        self.existed = path.exists()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._data_dir = data_dir
+        self._file: File | None = None
+        self._dirty = False
+        self.existed = data_dir.fs.exists(path)
+        if not self.existed:
+            self._open()  # create it now: a segment whose index is missing is recovered on the next open
+
+    def _read(self) -> bytes:
+        if not self.existed:
+            return b""
+        file = self._open()
+        return read_all(file)
+
+    def _open(self) -> File:
+        if self._file is None:
+            self._file = self._data_dir.fs.open(self.path)
+        self._data_dir.open_files.touch(self)
+        return self._file
+
+    def close_if_idle(self) -> bool:
+        """An index loses nothing by being closed (the open-file budget calls this)."""
+        if self._file is not None:
+            file, self._file = self._file, None
+            file.close()
+        return True
+
+    def _append_entry(self, data: bytes, entries_before: int) -> None:
+        file = self._open()
+        try:
+            write_all(file, data)
+        except OSError as error:
+            try:
+                file.truncate(entries_before * self.entry_bytes)
+            except OSError:
+                raise RollbackFailed(f"{self.path.name}: cannot undo a failed append") from error
+            raise
+        self._dirty = True
 
     def _truncate_entries(self, entries: int) -> None:
-        os.ftruncate(self._fd, entries * self.entry_bytes)
+        self._open().truncate(entries * self.entry_bytes)
+        self._dirty = True
 
     def flush(self) -> None:
-        """fsync the index file; called when its segment rolls or closes."""
-        if self._fd >= 0:
-            os.fsync(self._fd)
+        """fsync the index file if it changed; called when its segment rolls or closes."""
+        if self._dirty:
+            self._open().fsync()
+            self._dirty = False
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.close_if_idle()
+        self._data_dir.open_files.forget(self)
 
     def delete(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
+        self._data_dir.fs.unlink(self.path)
 
 
 class OffsetIndex(_IndexFile):
@@ -88,12 +108,12 @@ class OffsetIndex(_IndexFile):
 
     entry_bytes = _OFFSET_ENTRY.size
 
-    def __init__(self, path: Path, base_offset: int, log_size_bytes: int) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, data_dir: DataDir, base_offset: int, log_size_bytes: int) -> None:
+        super().__init__(path, data_dir)
         self.base_offset = base_offset
         self._offsets = array("q")
         self._positions = array("q")
-        data = _read_file(self._fd)
+        data = self._read()
         whole = len(data) - len(data) % self.entry_bytes
         for relative_offset, position in _OFFSET_ENTRY.iter_unpack(data[:whole]):
             offset = base_offset + relative_offset
@@ -114,7 +134,7 @@ class OffsetIndex(_IndexFile):
     def append(self, offset: int, position: int) -> None:
         assert 0 <= offset - self.base_offset <= INT32_MAX and 0 <= position <= INT32_MAX
         assert not self._offsets or (offset > self._offsets[-1] and position > self._positions[-1])
-        _write_all(self._fd, _OFFSET_ENTRY.pack(offset - self.base_offset, position))
+        self._append_entry(_OFFSET_ENTRY.pack(offset - self.base_offset, position), len(self._offsets))
         self._offsets.append(offset)
         self._positions.append(position)
 
@@ -131,10 +151,14 @@ class OffsetIndex(_IndexFile):
 
     def truncate_to(self, offset: int) -> None:
         """Drop every entry whose offset is ≥ `offset`."""
-        keep = bisect_left(self._offsets, offset)
-        del self._offsets[keep:]
-        del self._positions[keep:]
-        self._truncate_entries(keep)
+        self.keep(bisect_left(self._offsets, offset))
+
+    def keep(self, entries: int) -> None:
+        """Keep only the first `entries` entries (file first, then memory)."""
+        if entries < len(self._offsets):
+            self._truncate_entries(entries)
+        del self._offsets[entries:]
+        del self._positions[entries:]
 
 
 class TimeIndex(_IndexFile):
@@ -142,12 +166,12 @@ class TimeIndex(_IndexFile):
 
     entry_bytes = _TIME_ENTRY.size
 
-    def __init__(self, path: Path, base_offset: int, next_offset: int) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, data_dir: DataDir, base_offset: int, next_offset: int) -> None:
+        super().__init__(path, data_dir)
         self.base_offset = base_offset
         self._timestamps = array("q")
         self._offsets = array("q")
-        data = _read_file(self._fd)
+        data = self._read()
         whole = len(data) - len(data) % self.entry_bytes
         for timestamp, relative_offset in _TIME_ENTRY.iter_unpack(data[:whole]):
             offset = base_offset + relative_offset
@@ -168,7 +192,7 @@ class TimeIndex(_IndexFile):
     def append(self, timestamp: int, offset: int) -> None:
         assert 0 <= offset - self.base_offset <= INT32_MAX
         assert not self._offsets or (timestamp > self._timestamps[-1] and offset > self._offsets[-1])
-        _write_all(self._fd, _TIME_ENTRY.pack(timestamp, offset - self.base_offset))
+        self._append_entry(_TIME_ENTRY.pack(timestamp, offset - self.base_offset), len(self._offsets))
         self._timestamps.append(timestamp)
         self._offsets.append(offset)
 
@@ -195,7 +219,11 @@ class TimeIndex(_IndexFile):
 
     def truncate_to(self, offset: int) -> None:
         """Drop every entry whose offset is ≥ `offset`."""
-        keep = bisect_left(self._offsets, offset)
-        del self._timestamps[keep:]
-        del self._offsets[keep:]
-        self._truncate_entries(keep)
+        self.keep(bisect_left(self._offsets, offset))
+
+    def keep(self, entries: int) -> None:
+        """Keep only the first `entries` entries (file first, then memory)."""
+        if entries < len(self._offsets):
+            self._truncate_entries(entries)
+        del self._timestamps[entries:]
+        del self._offsets[entries:]

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oncelog.fs import DataDir
 from oncelog.protocol.records import CONTROL_ABORT, read_marker
 
 from .producer_state import ProducerStateManager, load_latest_snapshot
@@ -23,33 +24,34 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STRAY_FILE_SUFFIXES = (".deleted", ".cleaned", ".swap")
-"""Leftovers of Kafka's deferred deletion and compaction swaps; removed on open."""
+STRAY_FILE_SUFFIXES = (".deleted", ".cleaned", ".swap", ".tmp")
+"""Leftovers of Kafka's deferred deletion and compaction swaps, and of interrupted atomic writes; removed on
+open."""
 
 INDEX_SUFFIXES = (".index", ".timeindex")
 COMPANION_SUFFIXES = (*INDEX_SUFFIXES, ".txnindex")
 REPLAY_CHUNK_BYTES = 1024 * 1024
 
 
-def new_segment(directory: Path, config: LogConfig, base_offset: int, now_ms: int) -> LogSegment:
+def new_segment(directory: Path, data_dir: DataDir, config: LogConfig, base_offset: int, now_ms: int) -> LogSegment:
     return LogSegment(
-        directory, base_offset, index_interval_bytes=config.index_interval_bytes, opened_ms=now_ms
+        directory, base_offset, data_dir, index_interval_bytes=config.index_interval_bytes, opened_ms=now_ms
     )
 
 
-def segment_base_offsets(directory: Path) -> list[int]:
+def segment_base_offsets(directory: Path, data_dir: DataDir) -> list[int]:
     """Base offsets of the `.log` files in `directory`, sorted; removes stray and orphaned files.
     Files that are not named like segment files are left alone (other components own them)."""
+    fs = data_dir.fs
     bases: set[int] = set()
     companions: list[tuple[int, Path]] = []
-    for entry in directory.iterdir():
-        if not entry.is_file():
+    for name in fs.list_dir(directory):
+        entry = directory / name
+        if name.endswith(STRAY_FILE_SUFFIXES):
+            fs.unlink(entry)
             continue
-        if entry.name.endswith(STRAY_FILE_SUFFIXES):
-            entry.unlink()
-            continue
-        stem, _, suffix = entry.name.partition(".")
-        if len(stem) != 20 or not stem.isdigit():
+        stem, _, suffix = name.partition(".")
+        if len(stem) != 20 or not stem.isdigit() or fs.is_dir(entry):
             continue
         if suffix == "log":
             bases.add(int(stem))
@@ -57,7 +59,7 @@ def segment_base_offsets(directory: Path) -> list[int]:
             companions.append((int(stem), entry))
     for base, entry in companions:
         if base not in bases:
-            entry.unlink()
+            fs.unlink(entry)
     return sorted(bases)
 
 
@@ -89,7 +91,7 @@ def recover_segments(name: str, segments: list[LogSegment], first_recovered: int
 
 def rebuild_producer_state(log: PartitionLog) -> None:
     """Newest snapshot ≤ log end offset, then replay every batch header after it (no checks)."""
-    state = load_latest_snapshot(log.directory, log.log_end_offset, log.name)
+    state = load_latest_snapshot(log.data_dir.fs, log.directory, log.log_end_offset, log.name)
     if state is None or state.last_map_offset < log.log_start_offset:
         state = state or ProducerStateManager()
         state.last_map_offset = max(state.last_map_offset, log.log_start_offset)

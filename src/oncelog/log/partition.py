@@ -35,20 +35,30 @@ start offset, the newest excepted.
 Transactions: markers close a producer's open transaction here; the last stable offset is the first
 offset of the oldest open one; aborted transactions go to the `.txnindex` (transaction_index.py).
 Opening and recovery live in loader.py (Kafka's `LogLoader`); compaction in cleaner.py.
+
+Disk errors (Kafka's rule: a log never serves from files it cannot trust). Every change to the
+partition's files runs inside `_changing`: if it fails with an I/O error, the log is rolled back to
+its state before the change (the segment cuts a failed append back itself; a change that got further,
+such as a marker whose aborted-transaction entry failed, is undone with `truncate_to`, which also
+rebuilds producer state), and the caller gets KAFKA_STORAGE_ERROR with nothing changed, so an offset is
+never handed out twice. If the rollback fails too, or an fsync or a read fails, the partition goes
+offline: every later request for it gets KAFKA_STORAGE_ERROR until the broker restarts and recovers it
+from what is on disk. Nothing acknowledged is lost either way: acks=all waits for an fsync that
+succeeded, and recovery keeps every whole batch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncelog.durable import fsync_directory
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.fs import DataDir, RollbackFailed
+from oncelog.logs import RateLimited
 from oncelog.protocol.records import (
     MAGIC_POSITION,
     BatchHeader,
@@ -106,6 +116,9 @@ class AppendResult:
     """For a duplicate, the timestamp recorded with the original batch."""
 
 
+_storage_warnings = RateLimited(60.0)
+
+
 class PartitionLog:
     """The log of one partition. Not thread-safe: the broker's event loop is its only caller (the
     flusher's worker thread only calls `LogSegment.fsync` on segments from `flush_snapshot`)."""
@@ -117,6 +130,7 @@ class PartitionLog:
         partition: int,
         config: LogConfig,
         segments: list[LogSegment],
+        data_dir: DataDir,
         *,
         log_start_offset: int,
         recovery_point: int,
@@ -126,12 +140,75 @@ class PartitionLog:
         self.topic = topic
         self.partition = partition
         self.config = config
+        self.data_dir = data_dir
         self._segments = segments
         self._log_start_offset = log_start_offset
         self._recovery_point = recovery_point
         self._closed = False
+        self.offline_reason: str | None = None
+        """Why the partition is offline (a disk error it could not roll back), or None while it serves."""
         self.producer_state = ProducerStateManager()
-        self.txn_index = TransactionIndex(directory, [segment.base_offset for segment in segments])
+        self.txn_index = TransactionIndex(directory, data_dir.fs, [segment.base_offset for segment in segments])
+
+    # --- disk errors ------------------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_reason is not None
+
+    def _check_online(self) -> None:
+        if self.offline_reason is not None:
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline: {self.offline_reason}")
+
+    def go_offline(self, reason: str) -> None:
+        """Stop serving this partition until the broker restarts (Kafka's offline log directory)."""
+        if self.offline_reason is None:
+            self.offline_reason = reason
+            logger.error("partition=%s is offline until the broker restarts: %s", self.name, reason)
+
+    @contextmanager
+    def _changing(self, what: str) -> Iterator[None]:
+        """Run a change of the partition's files: an I/O error rolls the log back to its state before the
+        change, or takes the partition offline if that fails; either way KAFKA_STORAGE_ERROR is raised."""
+        self._check_online()
+        end_before = self.log_end_offset
+        segments_before = len(self._segments)
+        try:
+            yield
+        except RollbackFailed as error:
+            self.go_offline(f"{what} failed and could not be undone: {error.__cause__ or error}")
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline") from error
+        except OSError as error:
+            try:
+                self._roll_back_to(end_before, segments_before)
+            except (OSError, RollbackFailed) as second:
+                self.go_offline(f"{what} failed ({error}) and could not be undone ({second})")
+                raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline") from error
+            if _storage_warnings.allow((self.name, what)) is not None:
+                logger.warning("partition=%s %s failed, rolled back to log_end_offset=%d: %s", self.name, what,
+                               end_before, error)
+            raise KafkaError(ErrorCode.kafka_storage_error, f"{what} failed: {error.strerror or error}") from error
+
+    def _roll_back_to(self, end_before: int, segments_before: int) -> None:
+        if self.log_end_offset > end_before or self.producer_state.last_map_offset > end_before:
+            self.truncate_to(end_before)
+        while len(self._segments) > max(segments_before, 1) and self._segments[-1].size == 0:
+            self._segments.pop().delete()  # an empty segment a failed roll left behind
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read error means the files cannot be trusted: the partition goes offline."""
+        self._check_online()
+        try:
+            yield
+        except OSError as error:
+            self.go_offline(f"read failed: {error}")
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline") from error
+
+    def fsync_failed(self, error: OSError) -> None:
+        """The flusher could not fsync this log: what it wrote since the recovery point may be lost, and a
+        later fsync may report success for pages the kernel dropped, so nothing here is trusted again."""
+        self.go_offline(f"fsync failed: {error}")
 
     # --- opening ----------------------------------------------------------------------------------
 
@@ -142,22 +219,25 @@ class PartitionLog:
         topic: str,
         partition: int,
         config: LogConfig,
+        data_dir: DataDir,
         *,
         recovery_point: int,
         log_start_offset: int,
         clean_shutdown: bool,
         now_ms: int,
     ) -> PartitionLog:
-        """Load (and if needed recover) the partition in `directory`, creating it if it is missing."""
+        """Load (and if needed recover) the partition in `directory`, creating it if it is missing.
+        Raises OSError if the files cannot be read or repaired."""
         name = f"{topic}-{partition}"
-        if not directory.exists():
-            directory.mkdir(parents=True)
-            fsync_directory(directory.parent)
+        fs = data_dir.fs
+        if not fs.exists(directory):
+            fs.make_dir(directory)
+            fs.sync_dir(directory.parent)
         segments = [
-            new_segment(directory, config, base, now_ms) for base in segment_base_offsets(directory)
+            new_segment(directory, data_dir, config, base, now_ms) for base in segment_base_offsets(directory, data_dir)
         ]
         if not segments:
-            segments.append(new_segment(directory, config, log_start_offset, now_ms))
+            segments.append(new_segment(directory, data_dir, config, log_start_offset, now_ms))
         first_recovered = len(segments)
         if not clean_shutdown:
             bases = [segment.base_offset for segment in segments]
@@ -165,7 +245,8 @@ class PartitionLog:
         recover_segments(name, segments, first_recovered, config)
         log_start_offset = max(log_start_offset, segments[0].base_offset)
         log = cls(
-            directory, topic, partition, config, segments, log_start_offset=log_start_offset, recovery_point=0
+            directory, topic, partition, config, segments, data_dir, log_start_offset=log_start_offset,
+            recovery_point=0,
         )
         if log._log_start_offset > log.log_end_offset:
             # The log lost its tail below the checkpointed log start offset. Starting empty at the log
@@ -190,10 +271,10 @@ class PartitionLog:
         state = self.producer_state
         if not state.entries and state.last_map_offset <= self._log_start_offset:
             return  # nothing a snapshot would save replaying
-        existing = list_snapshots(self.directory)
+        existing = list_snapshots(self.data_dir.fs, self.directory)
         if existing and existing[-1] >= state.last_map_offset:
             return
-        write_snapshot(self.directory, state)
+        write_snapshot(self.data_dir.fs, self.directory, state)
 
     # --- properties -------------------------------------------------------------------------------
 
@@ -238,11 +319,13 @@ class PartitionLog:
         written (its original offset is returned), a stale epoch or a sequence gap raises KafkaError.
         """
         assert not self._closed and len(batch) == header.size and header.last_offset_delta >= 0
+        self._check_online()
         if header.producer_id >= 0:
             duplicate = self.producer_state.check(header)
             if duplicate is not None:
                 return AppendResult(duplicate.base_offset, duplicate=True, timestamp=duplicate.timestamp)
-        base_offset = self._append_bytes(batch, header, now_ms, partition_leader_epoch)
+        with self._changing("append"):
+            base_offset = self._append_bytes(batch, header, now_ms, partition_leader_epoch)
         self.producer_state.apply(header, base_offset, header.max_timestamp)
         self.producer_state.advance(base_offset + header.last_offset_delta + 1)
         return AppendResult(base_offset)
@@ -250,7 +333,8 @@ class PartitionLog:
     def append_coordinator_batch(self, batch: bytes, header: BatchHeader, now_ms: int) -> int:
         """Append a coordinator's batch (offsets, transaction state): no sequence checks, like Kafka's
         COORDINATOR origin, but producer state and open transactions are tracked. Returns its base offset."""
-        base_offset = self._append_bytes(batch, header, now_ms, 0)
+        with self._changing("append"):
+            base_offset = self._append_bytes(batch, header, now_ms, 0)
         if header.producer_id >= 0:
             self.producer_state.apply(header, base_offset, header.max_timestamp)
         self.producer_state.advance(base_offset + header.last_offset_delta + 1)
@@ -262,25 +346,31 @@ class PartitionLog:
 
         Raises INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED like Kafka's `appendEndTxnMarker`.
         """
+        self._check_online()
         self.producer_state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         batch = build_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
         header = parse_header(batch)
-        offset = self._append_bytes(batch, header, now_ms, 0)
-        self.complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
-        self.producer_state.advance(offset + 1)
+        with self._changing("marker"):
+            offset = self._append_bytes(batch, header, now_ms, 0)
+            self.complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
+            self.producer_state.advance(offset + 1)
         return offset
 
     def complete_transaction(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
                               marker_offset: int, aborted: bool, timestamp: int) -> None:
-        completed = self.producer_state.apply_marker(producer_id, producer_epoch, coordinator_epoch, marker_offset,
-                                                     aborted, timestamp)
-        if completed is not None and completed.aborted:
-            unstable = self.producer_state.first_unstable_offset()
-            last_stable_offset = unstable if unstable is not None else marker_offset + 1
+        """Apply a marker to producer state; an ABORT that closes an open transaction is written to the
+        aborted-transaction index first (if that write fails, producer state is unchanged)."""
+        state = self.producer_state
+        first_offset = state.open_transaction_first_offset(producer_id)
+        if aborted and first_offset is not None:
+            others = [e.current_txn_first_offset for e in state.entries.values()
+                      if e.producer_id != producer_id and e.current_txn_first_offset >= 0]
+            last_stable_offset = min(others) if others else marker_offset + 1
             segment_base = self._segments[
                 bisect_right(self._segments, marker_offset, key=lambda s: s.base_offset) - 1].base_offset
-            self.txn_index.append(segment_base, AbortedTxn(producer_id, completed.first_offset, marker_offset,
+            self.txn_index.append(segment_base, AbortedTxn(producer_id, first_offset, marker_offset,
                                                            last_stable_offset))
+        state.apply_marker(producer_id, producer_epoch, coordinator_epoch, marker_offset, aborted, timestamp)
 
     @property
     def last_stable_offset(self) -> int:
@@ -329,10 +419,11 @@ class PartitionLog:
 
     def _roll(self, now_ms: int) -> LogSegment:
         # The flusher fsyncs the old segment's data; its indexes are final now, so make them durable.
+        # Nothing in memory changes until the new segment exists: a failure leaves the old one active.
         self._segments[-1].flush_indexes()
         self.txn_index.flush(self._segments[-1].base_offset)
         self.take_producer_snapshot()
-        segment = new_segment(self.directory, self.config, self.log_end_offset, now_ms)
+        segment = new_segment(self.directory, self.data_dir, self.config, self.log_end_offset, now_ms)
         self._segments.append(segment)
         logger.info("partition=%s rolled new segment=%s", self.name, segment.log_path.name)
         return segment
@@ -344,6 +435,7 @@ class PartitionLog:
     ) -> bytes:
         """Whole batches from the one holding `fetch_offset`, across segments, up to `max_bytes` (or one
         oversized batch with `min_one_batch`, KIP-74), stopping before `max_offset_exclusive`."""
+        self._check_online()
         log_end_offset = self.log_end_offset
         if not self._log_start_offset <= fetch_offset <= log_end_offset:
             raise KafkaError(
@@ -351,6 +443,10 @@ class PartitionLog:
                 f"partition={self.name} fetch offset {fetch_offset} is outside "
                 f"[{self._log_start_offset}, {log_end_offset}]",
             )
+        with self._reading():
+            return self._read(fetch_offset, max_bytes, max_offset_exclusive, min_one_batch)
+
+    def _read(self, fetch_offset: int, max_bytes: int, max_offset_exclusive: int, min_one_batch: bool) -> bytes:
         first = max(
             bisect_right(self._segments, fetch_offset, key=lambda segment: segment.base_offset) - 1, 0
         )
@@ -379,7 +475,7 @@ class PartitionLog:
         offset, read a chunk at a time (replays: producer state, internal topics)."""
         offset = max(from_offset, self._log_start_offset)
         while offset < self.log_end_offset:
-            data = self.read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset)
+            data = self._read(offset, REPLAY_CHUNK_BYTES, self.log_end_offset, True)
             if not data:
                 return
             for position, header in iter_batches(data):
@@ -393,12 +489,13 @@ class PartitionLog:
         The offset is the batch's base offset (see `LogSegment.find_offset_for_timestamp`), raised to
         the log start offset if the batch begins below it.
         """
-        for segment in self._segments:
-            if segment.max_timestamp < timestamp:
-                continue
-            found = segment.find_offset_for_timestamp(timestamp)
-            if found is not None:
-                return max(found[0], self._log_start_offset), found[1]
+        with self._reading():
+            for segment in self._segments:
+                if segment.max_timestamp < timestamp:
+                    continue
+                found = segment.find_offset_for_timestamp(timestamp)
+                if found is not None:
+                    return max(found[0], self._log_start_offset), found[1]
         return None
 
     # --- durability -------------------------------------------------------------------------------
@@ -410,7 +507,7 @@ class PartitionLog:
         the owner calls `mark_flushed(offset)`. A segment deleted meanwhile turns its fsync into a no-op.
         """
         recovery_point = self._recovery_point
-        return self.log_end_offset, [s for s in self._segments if s.next_offset > recovery_point]
+        return self.log_end_offset, [s for s in self._segments if s.next_offset > recovery_point and not s.closed]
 
     def mark_flushed(self, offset: int) -> None:
         """Advance the recovery point to `offset` (never backwards, never past the log end offset)."""
@@ -420,7 +517,17 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete the oldest non-active segments past `retention_ms` or beyond `retention_bytes`; move
-        the log start offset to the first remaining segment. Returns the number of segments deleted."""
+        the log start offset to the first remaining segment. Returns the number of segments deleted.
+        A file that cannot be deleted takes the partition offline (memory and disk would disagree)."""
+        if self.offline:
+            return 0
+        try:
+            return self._apply_retention(now_ms)
+        except (OSError, RollbackFailed) as error:
+            self.go_offline(f"retention failed: {error}")
+            return 0
+
+    def _apply_retention(self, now_ms: int) -> int:
         config = self.config
         total_bytes = self.size_bytes
         deleted = 0
@@ -433,13 +540,14 @@ class PartitionLog:
                 break
             self._segments.pop(0)
             total_bytes -= segment.size
+            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
             segment.delete()
             self.txn_index.drop_segment(segment.base_offset)
             deleted += 1
-            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         if deleted:
-            newest = list_snapshots(self.directory)[-1:]
-            delete_snapshots_below(self.directory, self._log_start_offset, keep=newest)
+            fs = self.data_dir.fs
+            newest = list_snapshots(fs, self.directory)[-1:]
+            delete_snapshots_below(fs, self.directory, self._log_start_offset, keep=newest)
             logger.info(
                 "partition=%s retention deleted %d segments, log_start_offset=%d",
                 self.name,
@@ -448,19 +556,27 @@ class PartitionLog:
             )
         return deleted
 
-    def replace_segment(self, old: LogSegment, cleaned_path: str) -> None:
-        """Swap a compacted copy in for a non-active segment (see cleaner.py for the crash argument)."""
+    def replace_segment(self, old: LogSegment, cleaned_path: Path) -> None:
+        """Swap a compacted copy in for a non-active segment (see cleaner.py for the crash argument).
+        Before the rename a failure leaves the old segment in place (OSError); after it, the partition
+        goes offline (a restart finds the cleaned file in place and rebuilds its indexes)."""
+        self._check_online()
         index = self._segments.index(old)
         assert index < len(self._segments) - 1, "the active segment is never compacted"
-        modified_ns = old.log_path.stat().st_mtime_ns
-        os.utime(cleaned_path, ns=(modified_ns, modified_ns))  # retention and tombstone age stay the segment's
+        fs = self.data_dir.fs
+        modified_ns = fs.mtime_ns(old.log_path)
+        fs.set_mtime_ns(cleaned_path, modified_ns)  # retention and tombstone age stay the segment's
         old.close()
-        for suffix in INDEX_SUFFIXES:  # the aborted-transaction index stays valid: offsets do not move
-            (self.directory / f"{old.base_offset:020d}{suffix}").unlink(missing_ok=True)
-        os.replace(cleaned_path, old.log_path)
-        fsync_directory(self.directory)
-        segment = new_segment(self.directory, self.config, old.base_offset, 0)
-        segment.recover(max(self.config.message_bytes_max, self.config.segment_bytes))
+        try:
+            for suffix in INDEX_SUFFIXES:  # the aborted-transaction index stays valid: offsets do not move
+                fs.unlink(self.directory / f"{old.base_offset:020d}{suffix}")
+            fs.rename(cleaned_path, old.log_path)
+            fs.sync_dir(self.directory)
+            segment = new_segment(self.directory, self.data_dir, self.config, old.base_offset, 0)
+            segment.recover(max(self.config.message_bytes_max, self.config.segment_bytes))
+        except (OSError, RollbackFailed) as error:
+            self.go_offline(f"swapping in the compacted segment {old.log_path.name} failed: {error}")
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline") from error
         self._segments[index] = segment
 
     def truncate_to(self, offset: int) -> None:
@@ -485,30 +601,39 @@ class PartitionLog:
         for segment in self._segments:
             segment.delete()
             self.txn_index.drop_segment(segment.base_offset)
-        self._segments = [new_segment(self.directory, self.config, offset, now_ms)]
+        self._segments = [new_segment(self.directory, self.data_dir, self.config, offset, now_ms)]
         self._log_start_offset = offset
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """fsync everything, then close every file. Idempotent."""
+    def close(self) -> bool:
+        """fsync everything, then close every file. Idempotent. Returns False if the log is offline or
+        something could not be made durable (the next start then recovers it)."""
         if self._closed:
-            return
-        self.take_producer_snapshot()
-        self.txn_index.flush(self._segments[-1].base_offset)
+            return self.offline_reason is None
+        durable = self.offline_reason is None
+        if durable:
+            try:
+                self.take_producer_snapshot()
+                self.txn_index.flush(self._segments[-1].base_offset)
+                for segment in self._segments:
+                    segment.fsync()
+                    segment.flush_indexes()
+                self._recovery_point = self.log_end_offset
+            except OSError as error:
+                logger.error("partition=%s could not be flushed on close: %s", self.name, error)
+                durable = False
         for segment in self._segments:
-            segment.fsync()
-            segment.flush_indexes()
             segment.close()
-        self._recovery_point = self.log_end_offset
         self._closed = True
+        return durable
 
     def delete(self) -> None:
         """Close without flushing and remove the partition directory."""
         for segment in self._segments:
             segment.close()
         self._closed = True
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.data_dir.fs.remove_tree(self.directory)
 
     def __repr__(self) -> str:
         return (

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncelog.durable import write_atomically
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.fs import FileSystem, write_atomically
 from oncelog.protocol.records import BatchHeader, crc32c
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,13 @@ class ProducerStateManager:
                 f"producer {header.producer_id} wrote a non-transactional batch during its open transaction",
             )
         return None
+
+    def open_transaction_first_offset(self, producer_id: int) -> int | None:
+        """First offset of the producer's open transaction on this partition, or None."""
+        entry = self.entries.get(producer_id)
+        if entry is None or entry.current_txn_first_offset < 0:
+            return None
+        return entry.current_txn_first_offset
 
     def has_open_transaction(self, producer_id: int) -> bool:
         entry = self.entries.get(producer_id)
@@ -290,43 +297,43 @@ def snapshot_path(directory: Path, offset: int) -> Path:
     return directory / f"{offset:020d}{SNAPSHOT_SUFFIX}"
 
 
-def list_snapshots(directory: Path) -> list[int]:
+def list_snapshots(fs: FileSystem, directory: Path) -> list[int]:
     """Offsets of the snapshot files in a partition directory, ascending."""
     offsets = []
-    for path in directory.glob(f"*{SNAPSHOT_SUFFIX}"):
-        stem = path.name[: -len(SNAPSHOT_SUFFIX)]
-        if stem.isdigit():
+    for name in fs.list_dir(directory):
+        stem = name[: -len(SNAPSHOT_SUFFIX)]
+        if name.endswith(SNAPSHOT_SUFFIX) and stem.isdigit():
             offsets.append(int(stem))
     return sorted(offsets)
 
 
-def write_snapshot(directory: Path, state: ProducerStateManager) -> Path:
+def write_snapshot(fs: FileSystem, directory: Path, state: ProducerStateManager) -> Path:
     """Write `{last_map_offset}.snapshot` durably (temp file, fsync, rename)."""
     path = snapshot_path(directory, state.last_map_offset)
-    write_atomically(path, state.snapshot_bytes())
+    write_atomically(fs, path, state.snapshot_bytes())
     return path
 
 
-def load_latest_snapshot(directory: Path, at_most: int, name: str) -> ProducerStateManager | None:
+def load_latest_snapshot(fs: FileSystem, directory: Path, at_most: int, name: str) -> ProducerStateManager | None:
     """The newest readable snapshot at or below `at_most`; corrupt ones are logged and deleted."""
-    for offset in reversed(list_snapshots(directory)):
-        if offset > at_most:
-            snapshot_path(directory, offset).unlink(missing_ok=True)
-            continue
+    for offset in reversed(list_snapshots(fs, directory)):
         path = snapshot_path(directory, offset)
+        if offset > at_most:
+            fs.unlink(path)
+            continue
         try:
-            return ProducerStateManager.from_snapshot(path.read_bytes(), offset)
-        except (OSError, ValueError) as error:
+            return ProducerStateManager.from_snapshot(fs.read_bytes(path), offset)
+        except ValueError as error:
             logger.warning("partition=%s ignoring producer snapshot %s: %s", name, path.name, error)
-            path.unlink(missing_ok=True)
+            fs.unlink(path)
     return None
 
 
-def delete_snapshots_below(directory: Path, offset: int, keep: Iterable[int] = ()) -> None:
+def delete_snapshots_below(fs: FileSystem, directory: Path, offset: int, keep: Iterable[int] = ()) -> None:
     kept = set(keep)
-    for snapshot_offset in list_snapshots(directory):
+    for snapshot_offset in list_snapshots(fs, directory):
         if snapshot_offset < offset and snapshot_offset not in kept:
-            snapshot_path(directory, snapshot_offset).unlink(missing_ok=True)
+            fs.unlink(snapshot_path(directory, snapshot_offset))
 
 
 def iter_entries(state: ProducerStateManager) -> Iterator[ProducerStateEntry]:

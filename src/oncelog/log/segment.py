@@ -1,13 +1,19 @@
 """One log segment: a `.log` file of RecordBatch v2 batches with its sparse offset and time indexes.
 
 Theory of operation (mirrors Kafka's `LogSegment`): the segment is named by its base offset
-(`{base_offset:020d}.log`, `.index`, `.timeindex`) and only ever grows at the end. The log file is a raw fd
-opened with O_APPEND; `size` (the byte position of the end) is kept in memory, so the file is never
-stat'ed on the hot path. An append is one `os.writev` of the broker-rewritten 16-byte prefix and the rest
-of the producer's bytes, so the batch is never copied; a failed or partial write is cut off again so the
-file always ends on a batch boundary in a running broker. Every `index_interval_bytes` the batch being
-appended gets an offset index entry (its last offset, Kafka's choice) and, if the segment's maximum
-timestamp grew, a time index entry.
+(`{base_offset:020d}.log`, `.index`, `.timeindex`) and only ever grows at the end. The log file is
+opened through the file-system seam (`oncelog.fs`) for appending, lazily, and may be closed again by
+the open-file budget once everything in it is fsynced; `size` (the byte position of the end) is kept
+in memory, so the file is never stat'ed on the hot path. An append is one `writev` of the
+broker-rewritten 16-byte prefix and the rest of the producer's bytes, so the batch is never copied.
+Every `index_interval_bytes` the batch being appended gets an offset index entry (its last offset,
+Kafka's choice) and, if the segment's maximum timestamp grew, a time index entry.
+
+An append is all or nothing: if any write of it fails (a full disk after the log write but before the
+index write, say), the log file and both indexes are cut back to where they were and the error is
+raised with memory unchanged, so the next append goes to the same offset and position and nothing
+after it can land behind a hole. If even the cut fails, `RollbackFailed` is raised and the segment is
+`broken`: its owner must take the partition offline.
 
 Reads return whole batches only. The offset index gives a position at or before the batch that holds
 the start offset; one `os.pread` of `max_bytes` plus one index interval usually covers both the scan
@@ -20,17 +26,17 @@ and to check the tail is whole. If that check fails, or the owner knows the shut
 cuts the file at the first bad byte.
 
 Threads: the owner (the event loop) does everything except `fsync`, which a flusher may run in a worker
-thread; a lock makes `close`/`delete` wait for an fsync in progress, and fsync after close is a no-op.
+thread; a lock makes closing wait for an fsync in progress. A closed file has nothing left to fsync:
+the open-file budget only closes files whose bytes are all fsynced.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from oncelog.durable import fsync_directory
+from oncelog.fs import DataDir, File, RollbackFailed
 from oncelog.protocol.records import (
     BATCH_HEADER_BYTES,
     LOG_OVERHEAD_BYTES,
@@ -42,7 +48,6 @@ from oncelog.protocol.records import (
 )
 
 from .index import INT32_MAX, OffsetIndex, TimeIndex
-from .writeback import start_writeback
 
 BATCH_LENGTH_MIN = BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES
 """The smallest BatchLength a well-formed batch can have: a header and no records."""
@@ -65,6 +70,7 @@ class LogSegment:
         self,
         directory: Path,
         base_offset: int,
+        data_dir: DataDir,
         *,
         index_interval_bytes: int = 4096,
         opened_ms: int = 0,
@@ -72,25 +78,32 @@ class LogSegment:
         assert base_offset >= 0 and index_interval_bytes >= 0
         self._directory = directory
         self._base_offset = base_offset
+        self._data_dir = data_dir
+        self._fs = data_dir.fs
         self._index_interval_bytes = index_interval_bytes
         self._opened_ms = opened_ms
         self.log_path = directory / segment_file_name(base_offset, ".log")
-        existed = self.log_path.exists()
+        existed = self._fs.exists(self.log_path)
         # A new file's directory entry must reach the disk before the file's data counts as durable.
         self._directory_synced = existed
         self._lock = threading.Lock()
-        self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self._size = os.fstat(self._fd).st_size
+        self._file: File | None = None
+        self._closed = False
+        self.broken = False
+        """A failed change could not be undone: the file no longer matches memory (see RollbackFailed)."""
+        self._size = self._fs.file_size(self.log_path) if existed else self._open().size()
+        self._synced_size = self._size
+        """Bytes known to be fsynced (all of an existing file: it was fsynced before or is recovered now)."""
         self._next_offset = base_offset
         self._max_timestamp = NO_TIMESTAMP
         self._offset_of_max_timestamp = base_offset
         self._bytes_since_index_entry = 0
         self._offset_index = OffsetIndex(
-            directory / segment_file_name(base_offset, ".index"), base_offset, self._size
+            directory / segment_file_name(base_offset, ".index"), data_dir, base_offset, self._size
         )
         tail_whole, tail_max = self._scan_tail()
         self._time_index = TimeIndex(
-            directory / segment_file_name(base_offset, ".timeindex"), base_offset, self._next_offset
+            directory / segment_file_name(base_offset, ".timeindex"), data_dir, base_offset, self._next_offset
         )
         self._combine_max_timestamp(tail_max)
         # A missing offset index on a non-empty segment is rebuilt by recovery rather than scanned
@@ -128,11 +141,34 @@ class LogSegment:
     @property
     def last_modified_ms(self) -> int:
         """The log file's mtime, which retention uses when batches carry no timestamps (as Kafka)."""
-        return os.stat(self.log_path).st_mtime_ns // 1_000_000
+        return self._fs.mtime_ns(self.log_path) // 1_000_000
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0
+        """Closed for good (the log is closing, or the segment was deleted or replaced)."""
+        return self._closed
+
+    # --- the file ---------------------------------------------------------------------------------
+
+    def _open(self) -> File:
+        """The log file, opened on first use (and again after the open-file budget closed it)."""
+        assert not self._closed, "use of a closed segment"
+        file = self._file
+        if file is None:
+            file = self._file = self._fs.open(self.log_path)
+        self._data_dir.open_files.touch(self)
+        return file
+
+    def close_if_idle(self) -> bool:
+        """Close the file unless it holds bytes not yet fsynced (called by the open-file budget)."""
+        with self._lock:
+            if self._file is None:
+                return True
+            if self._synced_size < self._size:
+                return False
+            file, self._file = self._file, None
+        file.close()
+        return True
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -146,57 +182,88 @@ class LogSegment:
         *,
         now_ms: int,
     ) -> int:
-        """Write one batch (`prefix` + `rest`) at the end; return the position it was written at."""
-        assert self._fd >= 0, "append to a closed segment"
+        """Write one batch (`prefix` + `rest`) at the end; return the position it was written at.
+
+        All or nothing: on an I/O error the files are cut back and memory is unchanged (or, if the cut
+        fails, the segment is `broken` and RollbackFailed is raised)."""
+        assert not self.broken, "append to a broken segment"
         assert self._next_offset <= first_offset <= last_offset
         assert last_offset - self._base_offset <= INT32_MAX
         position = self._size
         size = len(prefix) + len(rest)
         assert position + size <= INT32_MAX, "index positions are int32: the owner rolls before this"
-        self._write([memoryview(prefix), memoryview(rest)])
-        start_writeback(self._fd, position, size)
+        file = self._open()
+        offset_entry, time_entry, max_state, since = self._index_entries(position, size, last_offset, max_timestamp)
+        index_lengths = (len(self._offset_index), len(self._time_index))
+        try:
+            self._write(file, [memoryview(prefix), memoryview(rest)])
+            if offset_entry is not None:
+                self._offset_index.append(*offset_entry)
+            if time_entry is not None:
+                self._time_index.append(*time_entry)
+        except OSError as error:
+            self._roll_back(file, position, index_lengths, error)
+            raise
+        file.start_writeback(position, size)
         self._size += size
-        self._track(position, size, last_offset, max_timestamp)
+        self._max_timestamp, self._offset_of_max_timestamp = max_state
+        self._bytes_since_index_entry = since
         self._next_offset = last_offset + 1
         if self._roll_base_ms is None:
             self._roll_base_ms = now_ms
         return position
 
-    def _write(self, buffers: list[memoryview]) -> None:
-        try:
-            while buffers:
-                written = os.writev(self._fd, buffers)
-                while buffers and written >= len(buffers[0]):
-                    written -= len(buffers[0])
-                    buffers.pop(0)
-                if buffers and written:
-                    buffers[0] = buffers[0][written:]
-        except OSError:
-            # A torn batch at the end would be served to readers and cut only by the next recovery:
-            # remove it now so the file keeps ending on a batch boundary.
-            os.ftruncate(self._fd, self._size)
-            raise
+    @staticmethod
+    def _write(file: File, buffers: list[memoryview]) -> None:
+        while buffers:
+            written = file.writev(buffers)
+            while buffers and written >= len(buffers[0]):
+                written -= len(buffers[0])
+                buffers.pop(0)
+            if buffers and written:
+                buffers[0] = buffers[0][written:]
 
-    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int) -> None:
-        """Account for a batch written at `position`: maximum timestamp and sparse index entries."""
-        if max_timestamp > self._max_timestamp:
-            self._max_timestamp = max_timestamp
-            self._offset_of_max_timestamp = last_offset
+    def _roll_back(self, file: File, size: int, index_lengths: tuple[int, int], error: OSError) -> None:
+        """Undo a failed append: the log file back to `size`, the indexes back to their entry counts."""
+        try:
+            file.truncate(size)
+            self._offset_index.keep(index_lengths[0])
+            self._time_index.keep(index_lengths[1])
+        except (OSError, RollbackFailed) as second:
+            self.broken = True
+            raise RollbackFailed(f"segment {self.log_path.name}: cannot undo a failed append ({second})") from error
+
+    def _index_entries(
+        self, position: int, size: int, last_offset: int, max_timestamp: int
+    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None, tuple[int, int], int]:
+        """What appending a batch at `position` adds to the indexes: (offset entry, time entry, (max
+        timestamp, its offset), bytes since the last offset entry), without changing anything."""
+        max_state = (self._max_timestamp, self._offset_of_max_timestamp)
+        if max_timestamp > max_state[0]:
+            max_state = (max_timestamp, last_offset)
+        offset_entry = time_entry = None
+        since = self._bytes_since_index_entry
         # Position 0 needs no entry: a lookup with no entry at or below the offset answers 0 anyway.
-        if position > 0 and self._bytes_since_index_entry >= self._index_interval_bytes:
-            self._offset_index.append(last_offset, position)
+        if position > 0 and since >= self._index_interval_bytes:
+            offset_entry = (last_offset, position)
             # Time index entries only when the maximum grew, so both of its columns stay increasing.
             last_time_entry = self._time_index.last_entry()
-            if self._max_timestamp > NO_TIMESTAMP and (
-                last_time_entry is None
-                or (
-                    self._max_timestamp > last_time_entry[0]
-                    and self._offset_of_max_timestamp > last_time_entry[1]
-                )
+            if max_state[0] > NO_TIMESTAMP and (
+                last_time_entry is None or (max_state[0] > last_time_entry[0] and max_state[1] > last_time_entry[1])
             ):
-                self._time_index.append(self._max_timestamp, self._offset_of_max_timestamp)
-            self._bytes_since_index_entry = 0
-        self._bytes_since_index_entry += size
+                time_entry = max_state
+            since = 0
+        return offset_entry, time_entry, max_state, since + size
+
+    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int) -> None:
+        """Account for a batch already in the file at `position` (recovery): indexes and maximum timestamp."""
+        offset_entry, time_entry, max_state, since = self._index_entries(position, size, last_offset, max_timestamp)
+        if offset_entry is not None:
+            self._offset_index.append(*offset_entry)
+        if time_entry is not None:
+            self._time_index.append(*time_entry)
+        self._max_timestamp, self._offset_of_max_timestamp = max_state
+        self._bytes_since_index_entry = since
 
     def truncate_to(self, offset: int) -> int:
         """Drop every batch holding an offset ≥ `offset` (Kafka's `LogSegment.truncateTo`: a batch that
@@ -209,8 +276,9 @@ class LogSegment:
                 cut = position
                 break
         removed = self._size - cut
-        os.ftruncate(self._fd, cut)
+        self._open().truncate(cut)
         self._size = cut
+        self._synced_size = min(self._synced_size, cut)
         self._offset_index.truncate_to(offset)
         self._time_index.truncate_to(offset)
         _tail_whole, tail_max = self._scan_tail()
@@ -290,8 +358,9 @@ class LogSegment:
     def _pread(self, position: int, size: int) -> bytes:
         # Short reads are legal: loop until we have `size` bytes or reach the end of the file.
         chunks: list[bytes] = []
+        file = self._open()
         while size > 0:
-            chunk = os.pread(self._fd, size, position)
+            chunk = file.pread(size, position)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -360,14 +429,14 @@ class LogSegment:
     def recover(self, max_batch_bytes: int) -> int:
         """Validate every batch from position 0, rebuild both indexes and cut the file at the first
         invalid or torn byte (Kafka's `LogSegment.recover`). Returns the number of bytes cut."""
-        assert self._fd >= 0
         self._offset_index.truncate_to(self._base_offset)
         self._time_index.truncate_to(self._base_offset)
         self._next_offset = self._base_offset
         self._max_timestamp = NO_TIMESTAMP
         self._offset_of_max_timestamp = self._base_offset
         self._bytes_since_index_entry = 0
-        file_size = os.fstat(self._fd).st_size
+        file = self._open()
+        file_size = file.size()
         position = 0
         buffer_position, buffer = 0, b""
         while position + BATCH_HEADER_BYTES <= file_size:
@@ -393,11 +462,12 @@ class LogSegment:
             position += header.size
         truncated = file_size - position
         if truncated:
-            os.ftruncate(self._fd, position)
+            file.truncate(position)
         self._size = position
         # Recovery runs once at start; making its result durable now lets the owner advance the
         # recovery point past it.
-        os.fsync(self._fd)
+        file.fsync()
+        self._synced_size = position
         self.flush_indexes()
         self.needs_recovery = False
         if self._size == 0:
@@ -409,14 +479,18 @@ class LogSegment:
     # --- durability and lifecycle -----------------------------------------------------------------
 
     def fsync(self) -> None:
-        """fsync the log file (and, the first time, its directory). Safe from a worker thread."""
+        """fsync the log file (and, the first time, its directory). Safe from a worker thread; raises
+        OSError when the fsync fails (the data it covered is then not known to be durable)."""
         with self._lock:
-            if self._fd < 0:
-                return
-            os.fsync(self._fd)
+            file = self._file
+            size = self._size
+            if file is None or self._closed or self._synced_size >= size:
+                return  # closed files hold nothing unsynced: the open-file budget closes only synced ones
+            file.fsync()
             if not self._directory_synced:
-                fsync_directory(self._directory)
+                self._fs.sync_dir(self._directory)
                 self._directory_synced = True
+            self._synced_size = max(self._synced_size, size)
 
     def flush_indexes(self) -> None:
         """fsync both index files; the owner calls this when the segment stops being active."""
@@ -425,9 +499,11 @@ class LogSegment:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            file, self._file = self._file, None
+            self._closed = True
+        if file is not None:
+            file.close()
+        self._data_dir.open_files.forget(self)
         self._offset_index.close()
         self._time_index.close()
 
@@ -437,8 +513,8 @@ class LogSegment:
         self._time_index.delete()
         # The aborted-transaction index belongs to the partition's TransactionIndex, but a file left behind
         # would be read back if a later segment reused this base offset.
-        (self._directory / segment_file_name(self._base_offset, ".txnindex")).unlink(missing_ok=True)
-        self.log_path.unlink(missing_ok=True)
+        self._fs.unlink(self._directory / segment_file_name(self._base_offset, ".txnindex"))
+        self._fs.unlink(self.log_path)
 
     def __repr__(self) -> str:
         return f"LogSegment({self.log_path.name}, size={self._size}, next_offset={self._next_offset})"

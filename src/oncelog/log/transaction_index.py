@@ -8,15 +8,17 @@ the aborted transactions overlapping the bytes it returns without touching disk.
 
 Recovery: entries at or above the offset the producer-state replay starts from are dropped (from memory
 and from their files) and re-added by the replay; segments deleted by retention take their entries
-along.
+along. An append is written before memory changes; a failed one cuts the file back (or raises
+RollbackFailed if it cannot), so a read_committed reader never relies on an entry the disk lacks.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from oncelog.fs import FileSystem, RollbackFailed, write_all, write_synced
 
 TXN_INDEX_SUFFIX = ".txnindex"
 _ENTRY = struct.Struct(">hqqqq")
@@ -36,11 +38,14 @@ def txn_index_path(directory: Path, segment_base_offset: int) -> Path:
     return directory / f"{segment_base_offset:020d}{TXN_INDEX_SUFFIX}"
 
 
-def _read_file(path: Path) -> list[AbortedTxn]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+def _pack(entry: AbortedTxn) -> bytes:
+    return _ENTRY.pack(_VERSION, entry.producer_id, entry.first_offset, entry.last_offset, entry.last_stable_offset)
+
+
+def _read_file(fs: FileSystem, path: Path) -> list[AbortedTxn]:
+    if not fs.exists(path):
         return []
+    data = fs.read_bytes(path)
     entries: list[AbortedTxn] = []
     for position in range(0, len(data) - ENTRY_BYTES + 1, ENTRY_BYTES):
         version, producer_id, first, last, lso = _ENTRY.unpack_from(data, position)
@@ -51,25 +56,32 @@ def _read_file(path: Path) -> list[AbortedTxn]:
 
 
 class TransactionIndex:
-    def __init__(self, directory: Path, segment_bases: list[int]) -> None:
+    def __init__(self, directory: Path, fs: FileSystem, segment_bases: list[int]) -> None:
         self._directory = directory
+        self._fs = fs
         self._by_segment: dict[int, list[AbortedTxn]] = {}
         for base in segment_bases:
-            entries = _read_file(txn_index_path(directory, base))
+            entries = _read_file(fs, txn_index_path(directory, base))
             if entries:
                 self._by_segment[base] = entries
 
     def append(self, segment_base: int, entry: AbortedTxn) -> None:
         assert entry.first_offset <= entry.last_offset
-        entries = self._by_segment.setdefault(segment_base, [])
+        entries = self._by_segment.get(segment_base, [])
         assert not entries or entries[-1].last_offset < entry.last_offset, "markers arrive in offset order"
-        entries.append(entry)
-        fd = os.open(txn_index_path(self._directory, segment_base), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        file = self._fs.open(txn_index_path(self._directory, segment_base))
         try:
-            os.write(fd, _ENTRY.pack(_VERSION, entry.producer_id, entry.first_offset, entry.last_offset,
-                                     entry.last_stable_offset))
+            try:
+                write_all(file, _pack(entry))
+            except OSError as error:
+                try:
+                    file.truncate(len(entries) * ENTRY_BYTES)
+                except OSError:
+                    raise RollbackFailed(f"txnindex of segment {segment_base}: cannot undo a failed append") from error
+                raise
         finally:
-            os.close(fd)
+            file.close()
+        self._by_segment.setdefault(segment_base, entries).append(entry)
 
     def truncate_from(self, offset: int) -> None:
         """Drop entries whose marker is at or above `offset` (the replay re-adds them)."""
@@ -80,25 +92,24 @@ class TransactionIndex:
                 continue
             path = txn_index_path(self._directory, base)
             if kept:
+                write_synced(self._fs, path, b"".join(_pack(entry) for entry in kept))
                 self._by_segment[base] = kept
-                path.write_bytes(b"".join(_ENTRY.pack(_VERSION, e.producer_id, e.first_offset, e.last_offset,
-                                                      e.last_stable_offset) for e in kept))
             else:
+                self._fs.unlink(path)
                 del self._by_segment[base]
-                path.unlink(missing_ok=True)
 
     def drop_segment(self, segment_base: int) -> None:
+        self._fs.unlink(txn_index_path(self._directory, segment_base))
         self._by_segment.pop(segment_base, None)
-        txn_index_path(self._directory, segment_base).unlink(missing_ok=True)
 
     def flush(self, segment_base: int) -> None:
         path = txn_index_path(self._directory, segment_base)
-        if segment_base in self._by_segment and path.exists():
-            fd = os.open(path, os.O_RDONLY)
+        if segment_base in self._by_segment:
+            file = self._fs.open(path)
             try:
-                os.fsync(fd)
+                file.fsync()
             finally:
-                os.close(fd)
+                file.close()
 
     def collect(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping [fetch_offset, upper_bound),

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from oncelog.broker import Broker
 from oncelog.config import BrokerConfig
 from oncelog.log.partition import PartitionLog
+from oncelog.logs import RateLimited
 
 from .connection import Connection
 from .flusher import Flusher, StorageError
@@ -45,14 +46,41 @@ class _LoopScheduler:
             callback()
 
 
+JOB_RETRY_S_MIN = 0.5
+
+
 class _Periodic:
-    def __init__(self, interval_ms: int, run: Callable[[], object]) -> None:
+    """One maintenance job. A failing run is logged (once per job per five minutes) and retried with
+    exponential backoff from JOB_RETRY_S_MIN up to its interval; it never stops the other jobs."""
+
+    def __init__(self, name: str, interval_ms: int, run: Callable[[], object]) -> None:
+        self.name = name
         self.interval_s = interval_ms / 1000
-        self.run = run
+        self._run = run
         self.due = 0.0
+        self.failures = 0
 
     def schedule(self, now: float) -> None:
         self.due = now + self.interval_s
+
+    def run(self, now: float) -> None:
+        try:
+            self._run()
+        except Exception:
+            self.failures += 1
+            retry_s = min(self.interval_s, JOB_RETRY_S_MIN * 2 ** (self.failures - 1))
+            self.due = now + retry_s
+            if _job_errors.allow(self.name) is not None:
+                logger.exception("maintenance job %s failed (%d in a row); retrying in %.1f s", self.name,
+                                 self.failures, retry_s)
+            return
+        if self.failures:
+            logger.info("maintenance job %s works again after %d failures", self.name, self.failures)
+        self.failures = 0
+        self.schedule(now)
+
+
+_job_errors = RateLimited(300.0)
 
 
 class BrokerServer:
@@ -127,19 +155,19 @@ class BrokerServer:
     async def _maintenance(self) -> None:
         config = self.config
         logs = self.broker.logs
+        broker = self.broker
         jobs = [
-            _Periodic(config.log_retention_check_interval_ms, lambda: logs.apply_retention(self.broker.now_ms())),
-            _Periodic(config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
-            _Periodic(config.offsets_retention_check_interval_ms, lambda: self.broker.groups.expire_offsets()),
-            _Periodic(config.log_cleaner_backoff_ms, lambda: logs.compact(self.broker.now_ms())),
-            _Periodic(config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
-                      lambda: self.broker.transactions.abort_timed_out()),
-            _Periodic(config.transaction_remove_expired_transaction_cleanup_interval_ms,
-                      lambda: self.broker.transactions.expire_transactional_ids()),
-            _Periodic(
-                config.producer_id_expiration_check_interval_ms,
-                lambda: logs.expire_producers(self.broker.now_ms(), config.producer_id_expiration_ms),
-            ),
+            _Periodic("retention", config.log_retention_check_interval_ms,
+                      lambda: logs.apply_retention(broker.now_ms())),
+            _Periodic("checkpoints", config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
+            _Periodic("offset-expiry", config.offsets_retention_check_interval_ms, broker.groups.expire_offsets),
+            _Periodic("cleaner", config.log_cleaner_backoff_ms, lambda: logs.compact(broker.now_ms())),
+            _Periodic("transaction-timeouts", config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                      broker.transactions.abort_timed_out),
+            _Periodic("transactional-id-expiry", config.transaction_remove_expired_transaction_cleanup_interval_ms,
+                      broker.transactions.expire_transactional_ids),
+            _Periodic("producer-expiry", config.producer_id_expiration_check_interval_ms,
+                      lambda: logs.expire_producers(broker.now_ms(), config.producer_id_expiration_ms)),
         ]
         loop = asyncio.get_running_loop()
         for job in jobs:
@@ -150,8 +178,7 @@ class BrokerServer:
             now = loop.time()
             for job in jobs:
                 if now >= job.due:
-                    job.schedule(now)
-                    job.run()
+                    job.run(now)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -170,7 +197,7 @@ class BrokerServer:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):  # a job's failure is logged where it happened
                 await task
         await self._finish_coordinator_work()
         await self.flusher.stop()

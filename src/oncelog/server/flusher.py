@@ -7,8 +7,11 @@ round covered. So N concurrent acks=all producers cost one fsync per round, not 
 waiters, partitions with unflushed data are fsynced every `log.flush.interval.ms` anyway, which moves
 their recovery point (what an unclean restart must re-scan) forward.
 
-An fsync failure fails the waiters of that round (they answer KAFKA_STORAGE_ERROR) and is logged; the
-data stays unacknowledged, never acknowledged-and-lost.
+An fsync failure fails the waiters of that round (they answer KAFKA_STORAGE_ERROR) and takes the
+partition offline: after a failed fsync the kernel may have dropped the dirty pages and a later fsync
+would report success for data that is not on disk (PostgreSQL's "fsyncgate"), so nothing written since
+the recovery point is ever acknowledged. The data stays unacknowledged, never acknowledged-and-lost. A
+bug in a round is logged and the flusher carries on: acks=all must never wait for a dead task.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections import defaultdict
 
 from oncelog.log.partition import PartitionLog
 from oncelog.log.segment import LogSegment
+from oncelog.logs import RateLimited
 
 logger = logging.getLogger(__name__)
+_round_errors = RateLimited(60.0)
 
 
 class StorageError(Exception):
@@ -55,9 +60,11 @@ class Flusher:
         self._logs = logs
 
     async def durable(self, log: PartitionLog, offset: int) -> None:
-        """Return once everything below `offset` in `log` is fsynced."""
+        """Return once everything below `offset` in `log` is fsynced; StorageError if it never will be."""
         if log.recovery_point >= offset:
             return
+        if log.offline:
+            raise StorageError(f"partition {log.name} is offline: {log.offline_reason}")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[log].append((offset, future))
         self._wake.set()
@@ -68,12 +75,20 @@ class Flusher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
             self._wake.clear()
-            await self.flush_round(include_idle=True)
+            try:
+                await self.flush_round(include_idle=True)
+            except Exception:
+                if _round_errors.allow("round") is not None:
+                    logger.exception("flush round failed; retrying")
+                await asyncio.sleep(min(self._interval_s, 0.1))
 
     async def flush_round(self, include_idle: bool) -> None:
         logs = set(self._waiters)
         if include_idle:
             logs.update(log for log in self._logs if log.log_end_offset > log.recovery_point)
+        for log in [log for log in logs if log.offline]:
+            logs.discard(log)
+            self._release(log, log.recovery_point, OSError(f"partition {log.name} is offline"))
         if not logs:
             return
         work = []
@@ -86,7 +101,8 @@ class Flusher:
             if error is None:
                 log.mark_flushed(end_offset)
             else:
-                logger.error("partition=%s fsync failed: %s", log.name, error)
+                assert isinstance(error, OSError)
+                log.fsync_failed(error)
             self._release(log, end_offset, error)
 
     def _release(self, log: PartitionLog, end_offset: int, error: BaseException | None) -> None:

@@ -5,10 +5,13 @@ calls that return a response dict (Kafka field names) or a `Completion` of one w
 (JoinGroup until the rebalance completes, SyncGroup until the assignment is durable, offset commits
 until their records are fsynced). Membership and rebalancing live in `membership.py`; this module places
 groups on `__consumer_offsets` partitions, writes and replays records, and serves offsets and the admin
-APIs. Committed offsets change only by replaying records (`offsets.py`), so startup recovery and normal
-operation share one path. Group metadata records are the durable copy of the in-memory membership,
-replayed only while loading (a restored group is Stable with its members, who must heartbeat within
-their session timeout, as in Kafka).
+APIs. Committed offsets change only by replaying records (`offsets.py`), so startup recovery and
+normal operation share one path, and only once the records are durable (validate, then apply): a
+commit whose write or fsync failed answers an error and leaves every offset where it was, as Kafka's
+coordinator runtime reverts its in-memory state to the last committed offset when a write fails.
+Group metadata records are the durable copy of the in-memory membership, replayed only while loading
+(a restored group is Stable with its members, who must heartbeat within their session timeout, as in
+Kafka).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from oncelog.coordinator.runtime import Completion, CoordinatorStorage, Scheduler, resolved
 from oncelog.errors import ErrorCode
+from oncelog.logs import safe
 
 from .group import Group, GroupState, Member
 from .membership import Membership
@@ -100,17 +104,24 @@ class GroupCoordinator:
     def partition_of(self, group_id: str) -> int:
         return partition_for(group_id, self.config.offsets_topic_partitions)
 
-    def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]]) -> Any:
-        """Append records for `group_id`'s partition, replay them, return the durability token."""
-        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records)
-        for index, (key, value) in enumerate(records):
-            self.replay(key, value, loading=False, record_offset=stored.base_offset + index)
-        return stored.token
+    def _write(self, group_id: str, records: list[tuple[bytes, bytes | None]], then: Callable[[bool], None], *,
+               producer_id: int = -1, producer_epoch: int = -1) -> None:
+        """Append records for `group_id`'s partition; once they are durable, replay them (a transactional
+        batch's as pending offsets of `producer_id`), then call `then(ok)`. A failed write replays nothing."""
+        transactional = producer_id >= 0
+        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records, producer_id=producer_id,
+                                     producer_epoch=producer_epoch, transactional=transactional)
 
-    def _after_durable(self, token: Any, respond: Callable[[bool], Response]) -> Completion[Response]:
-        completion: Completion[Response] = Completion()
-        self.storage.when_durable(token, lambda ok: completion.resolve(respond(ok)))
-        return completion
+        def durable(ok: bool) -> None:
+            if ok:
+                for index, (key, value) in enumerate(records):
+                    if transactional:
+                        self.replay_transactional(producer_id, key, value, stored.base_offset + index)
+                    else:
+                        self.replay(key, value, loading=False, record_offset=stored.base_offset + index)
+            then(ok)
+
+        self.storage.when_durable(stored.token, durable)
 
     def replay(self, key: bytes, value: bytes | None, *, loading: bool, record_offset: int = -1) -> None:
         """Apply one `__consumer_offsets` record. Offsets always; group metadata only while loading
@@ -143,12 +154,9 @@ class GroupCoordinator:
         errors, records = self._offset_records(group_id, commits)
         if not records:
             return resolved(errors)
-        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group_id), records, producer_id=producer_id,
-                                     producer_epoch=producer_epoch, transactional=True)
-        for index, (key, value) in enumerate(records):
-            self.replay_transactional(producer_id, key, value, stored.base_offset + index)
         completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
-        self.storage.when_durable(stored.token, lambda ok: completion.resolve(_durable_errors(errors, ok)))
+        self._write(group_id, records, lambda ok: completion.resolve(_durable_errors(errors, ok)),
+                    producer_id=producer_id, producer_epoch=producer_epoch)
         return completion
 
     def has_pending_offsets(self, group_id: str, topic: str, partition: int) -> bool:
@@ -189,7 +197,10 @@ class GroupCoordinator:
         )
         value = GroupValue(group.protocol_type or "", group.generation_id, group.protocol_name, group.leader_id,
                            group.state_timestamp_ms, members)
-        return self._write(group.group_id, [(group_key(group.group_id), group_value(value))])
+        # Group metadata records are the durable copy of the in-memory group: nothing to replay.
+        stored = self.storage.append(OFFSETS_TOPIC, self.partition_of(group.group_id),
+                                     [(group_key(group.group_id), group_value(value))])
+        return stored.token
 
     # --- offsets ------------------------------------------------------------------------------------------
 
@@ -234,9 +245,8 @@ class GroupCoordinator:
         errors, records = self._offset_records(group_id, commits)
         if not records:
             return resolved(errors)
-        token = self._write(group_id, records)
         completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
-        self.storage.when_durable(token, lambda ok: completion.resolve(_durable_errors(errors, ok)))
+        self._write(group_id, records, lambda ok: completion.resolve(_durable_errors(errors, ok)))
         return completion
 
     def _offset_records(self, group_id: str, commits: list[OffsetCommit]
@@ -283,9 +293,10 @@ class GroupCoordinator:
                 records.append((offset_key(group_id, topic, partition), None))
         if not records:
             return resolved(_error(ErrorCode.none, partitions=errors))
-        token = self._write(group_id, records)
-        return self._after_durable(
-            token, lambda ok: _error(ErrorCode.none if ok else ErrorCode.coordinator_not_available, partitions=errors))
+        completion: Completion[Response] = Completion()
+        self._write(group_id, records, lambda ok: completion.resolve(
+            _error(ErrorCode.none if ok else ErrorCode.coordinator_not_available, partitions=errors)))
+        return completion
 
     # --- DescribeGroups, ListGroups, DeleteGroups -----------------------------------------------------
 
@@ -321,7 +332,7 @@ class GroupCoordinator:
 
     def delete_groups(self, group_ids: list[str]) -> Completion[dict[str, ErrorCode]]:
         errors: dict[str, ErrorCode] = {}
-        tokens = []
+        writes: list[tuple[str, list[tuple[bytes, bytes | None]]]] = []
         for group_id in group_ids:
             group = self.groups.get(group_id)
             if group is None and not self.offsets.has_offsets(group_id):
@@ -333,30 +344,28 @@ class GroupCoordinator:
             records: list[tuple[bytes, bytes | None]] = [
                 (offset_key(group_id, topic, partition), None) for topic, partition in self.offsets.of_group(group_id)]
             records.append((group_key(group_id), None))
-            tokens.append(self._write(group_id, records))
-            if group is not None:
-                group.transition(GroupState.DEAD, self.clock())
-            self.groups.pop(group_id, None)
+            writes.append((group_id, records))
             errors[group_id] = ErrorCode.none
-            logger.info("group=%s deleted", group_id)
-        return self._when_all_durable(tokens, errors)
-
-    def _when_all_durable(self, tokens: list[Any], errors: dict[str, ErrorCode]) -> Completion[dict[str, ErrorCode]]:
         completion: Completion[dict[str, ErrorCode]] = Completion()
-        remaining = [len(tokens)]
-        failed = [False]
-
-        def one(ok: bool) -> None:
-            failed[0] |= not ok
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                completion.resolve({g: (ErrorCode.coordinator_not_available if failed[0] and c == ErrorCode.none
-                                        else c) for g, c in errors.items()})
-
-        if not tokens:
+        remaining = [len(writes)]
+        if not writes:
             completion.resolve(errors)
-        for token in tokens:
-            self.storage.when_durable(token, one)
+        for group_id, records in writes:
+
+            def deleted(ok: bool, group_id: str = group_id) -> None:
+                group = self.groups.get(group_id)
+                if not ok:
+                    errors[group_id] = ErrorCode.coordinator_not_available
+                elif group is None or group.is_(GroupState.EMPTY, GroupState.DEAD):
+                    if group is not None:
+                        group.transition(GroupState.DEAD, self.clock())
+                    self.groups.pop(group_id, None)
+                    logger.info("group=%s deleted", safe(group_id))
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    completion.resolve(errors)
+
+            self._write(group_id, records, deleted)
         return completion
 
     # --- expiry -------------------------------------------------------------------------------------------
@@ -375,9 +384,15 @@ class GroupCoordinator:
             if not stale:
                 continue
             records: list[tuple[bytes, bytes | None]] = [(offset_key(group_id, t, p), None) for t, p in stale]
-            if len(stale) == len(self.offsets.of_group(group_id)):
+            everything = len(stale) == len(self.offsets.of_group(group_id))
+            if everything:
                 records.append((group_key(group_id), None))
-                self.groups.pop(group_id, None)
-            self._write(group_id, records)
+
+            def expired_durably(ok: bool, group_id: str = group_id, everything: bool = everything) -> None:
+                group = self.groups.get(group_id)
+                if ok and everything and (group is None or group.is_(GroupState.EMPTY)):
+                    self.groups.pop(group_id, None)
+
+            self._write(group_id, records, expired_durably)
             expired += len(stale)
         return expired

@@ -52,8 +52,9 @@ class TransactionConfig:
 
 class MarkerWriter(Protocol):
     def write_markers(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool,
-                      partitions: frozenset[TopicPartition]) -> Any:
-        """Append a marker to each partition now; return a durability token for the storage."""
+                      partitions: frozenset[TopicPartition]) -> dict[TopicPartition, Any]:
+        """Append a marker to each partition now; return a durability token per partition written to (a
+        partition that no longer exists is left out; one that refused has a token that fails)."""
         ...
 
 
@@ -244,23 +245,41 @@ class TransactionCoordinator:
 
         self._persist(metadata, durable)
 
-    def _write_markers_then_complete(
-        self, metadata: TransactionMetadata, completion: Completion[ErrorCode] | None
-    ) -> None:
+    def _write_markers_then_complete(self, metadata: TransactionMetadata, completion: Completion[ErrorCode] | None,
+                                     remaining: frozenset[TopicPartition] | None = None) -> None:
+        """Write the markers to the partitions still `remaining` (all at first); once every one is durable,
+        complete. Partitions that failed are retried after RETRY_DELAY_MS, and only they: Kafka retries
+        markers until each partition takes its own, and a restart resumes from Prepare*."""
         value = metadata.current
         commit = value.state == S.PREPARE_COMMIT
         assert value.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT)
-        token = self.markers.write_markers(value.producer_id, value.producer_epoch, self.coordinator_epoch, commit,
-                                           value.partitions)
+        tokens = self.markers.write_markers(value.producer_id, value.producer_epoch, self.coordinator_epoch, commit,
+                                            value.partitions if remaining is None else remaining)
+        waiting = [len(tokens)]
+        failed: set[TopicPartition] = set()
 
-        def markers_durable(ok: bool) -> None:
-            if not ok:  # Kafka retries markers forever; so do we
-                self.scheduler.call_later(
-                    RETRY_DELAY_MS, lambda: self._write_markers_then_complete(metadata, completion))
-                return
-            self._complete(metadata, completion)
+        def finished() -> None:
+            if failed:
+                self.scheduler.call_later(RETRY_DELAY_MS, lambda: self._write_markers_then_complete(
+                    metadata, completion, frozenset(failed)))
+            else:
+                self._complete(metadata, completion)
 
-        self.storage.when_durable(token, markers_durable)
+        def one(partition: TopicPartition, ok: bool) -> None:
+            if not ok:
+                failed.add(partition)
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                finished()
+
+        if not tokens:
+            finished()
+        for partition, token in tokens.items():
+
+            def durable(ok: bool, partition: TopicPartition = partition) -> None:
+                one(partition, ok)
+
+            self.storage.when_durable(token, durable)
 
     def _complete(self, metadata: TransactionMetadata, completion: Completion[ErrorCode] | None) -> None:
         commit = metadata.state == S.PREPARE_COMMIT
