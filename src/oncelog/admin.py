@@ -47,9 +47,10 @@ def _list(client: KafkaClient) -> str:
 def _describe(client: KafkaClient, names: list[str]) -> str:
     response = _metadata(client, names or None)
     blocks = []
+    missing = []
     for topic in sorted(response.topics, key=lambda t: t.name or ""):
         if topic.error_code != 0:
-            blocks.append(f"{topic.name}: {topic.error_code.name.upper()}")
+            missing.append(f"topic {topic.name}: {topic.error_code.name.upper()}")
             continue
         count = len(topic.partitions)
         start = _offsets(client, topic.name, count, -2)
@@ -64,6 +65,10 @@ def _describe(client: KafkaClient, names: list[str]) -> str:
             f"configs: {', '.join(overrides) or '(defaults)'}\n"
             + table(["PARTITION", "LOG START", "HIGH WATERMARK", "RECORDS"], rows)
         )
+    if missing:  # as kafka-topics.sh --describe: what exists is shown, and a missing topic fails the command
+        if blocks:
+            print("\n\n".join(blocks))
+        raise ClientError("; ".join(missing))
     return "\n\n".join(blocks) if blocks else "no topics"
 
 

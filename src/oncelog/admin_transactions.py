@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import struct
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from oncelog.admin import _metadata, table
 from oncelog.client import ClientError, KafkaClient
+from oncelog.errors import ErrorCode
+from oncelog.protocol.framing import read_uvarint, skip_tagged_fields
 
 DESCRIBE_PRODUCERS, DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS, WRITE_TXN_MARKERS = 61, 65, 66, 27
 
@@ -22,21 +26,71 @@ def _list(client: KafkaClient, states: list[str]) -> str:
     return table(["TRANSACTIONAL ID", "PRODUCER ID", "STATE"], rows) if rows else "no transactions"
 
 
-def _describe_one(client: KafkaClient, transactional_id: str) -> Any:
-    response = client.request(DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [transactional_id]})
-    return response.transaction_states[0]
+@dataclass(frozen=True, slots=True)
+class TransactionState:
+    error_code: ErrorCode
+    transactional_id: str
+    transaction_state: str
+    transaction_timeout_ms: int
+    transaction_start_time_ms: int
+    producer_id: int
+    producer_epoch: int
+    topics: list[tuple[str, list[int]]]
+
+
+class _Body:
+    """A cursor over a flexible response body: kio cannot read DescribeTransactions, whose start time is -1
+    for ids without a transaction (it refuses negative timestamps), so this one is read by hand."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+
+    def fixed(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.position)
+        self.position += struct.calcsize(fmt)
+        return int(value)
+
+    def uvarint(self) -> int:
+        value, self.position = read_uvarint(self.data, self.position)
+        return value
+
+    def string(self) -> str:
+        length = self.uvarint() - 1
+        text = self.data[self.position : self.position + max(length, 0)].decode()
+        self.position += max(length, 0)
+        return text
+
+    def tags(self) -> None:
+        self.position = skip_tagged_fields(self.data, self.position)
+
+
+def _describe_one(client: KafkaClient, transactional_id: str) -> TransactionState:
+    body = _Body(client.request_body(DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [transactional_id]}))
+    body.fixed(">i")  # throttle time
+    if body.uvarint() - 1 != 1:
+        raise ClientError("DescribeTransactions answered for other than the one id asked")
+    error_code, name, state = ErrorCode(body.fixed(">h")), body.string(), body.string()
+    timeout_ms, start_ms, producer_id, epoch = body.fixed(">i"), body.fixed(">q"), body.fixed(">q"), body.fixed(">h")
+    topics = []
+    for _ in range(body.uvarint() - 1):
+        topic = body.string()
+        partitions = [body.fixed(">i") for _ in range(body.uvarint() - 1)]
+        body.tags()
+        topics.append((topic, partitions))
+    return TransactionState(error_code, name, state, timeout_ms, start_ms, producer_id, epoch, topics)
 
 
 def _describe(client: KafkaClient, transactional_id: str) -> str:
     state = _describe_one(client, transactional_id)
-    if state.error_code != 0:
+    if state.error_code != ErrorCode.none:
         raise ClientError(f"transactional id {transactional_id}: {state.error_code.name.upper()}")
-    start_ms = int(state.transaction_start_time.timestamp() * 1000)
+    start_ms = state.transaction_start_time_ms
     duration = f"{(time.time() * 1000 - start_ms) / 1000:.1f}s" if start_ms >= 0 else "-"
-    partitions = ", ".join(f"{t.topic}-{p}" for t in state.topics for p in t.partitions) or "-"
+    partitions = ", ".join(f"{topic}-{p}" for topic, ps in state.topics for p in ps) or "-"
     return table(["TRANSACTIONAL ID", "PRODUCER ID", "EPOCH", "STATE", "TIMEOUT MS", "DURATION", "PARTITIONS"],
                  [(state.transactional_id, state.producer_id, state.producer_epoch, state.transaction_state,
-                   int(state.transaction_timeout.total_seconds() * 1000), duration, partitions)])
+                   state.transaction_timeout_ms, duration, partitions)])
 
 
 def _open_transactions(client: KafkaClient, topics: list[str] | None) -> list[tuple[str, int, Any]]:
@@ -71,7 +125,7 @@ def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms:
         transactional_id = by_producer.get(producer.producer_id)
         if transactional_id is not None:
             state = _describe_one(client, transactional_id)
-            in_transaction = any(t.topic == topic and partition in t.partitions for t in state.topics)
+            in_transaction = any(name == topic and partition in ps for name, ps in state.topics)
             if state.transaction_state == "Ongoing" and in_transaction:
                 continue
         rows.append((topic, partition, producer.producer_id, producer.producer_epoch, producer.coordinator_epoch,

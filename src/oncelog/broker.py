@@ -193,7 +193,8 @@ class Broker:
         self.logs = LogManager(config, fs)
         self.cluster_id = ""
         self.producer_ids: ProducerIdAllocator
-        self.advertised_port = config.port
+        self.advertised: dict[str, tuple[str, int]] = {}
+        """Per listener name, the (host, port) clients are told (set by the server once it is bound)."""
         self.on_log_changed: Callable[[PartitionLog], None] = lambda log: None
         self.scheduler: Scheduler
         self.durability: Durability
@@ -325,6 +326,14 @@ class Broker:
 
     def now_ms(self) -> int:
         return self.clock()
+
+    def advertised_address(self, listener: str) -> tuple[str, int]:
+        """Where clients of `listener` should connect (the listener they used, as Kafka answers)."""
+        address = self.advertised.get(listener)
+        if address is None:  # a core driven without a server (tests): the first listener as configured
+            first = self.config.listeners[0]
+            return first.host, first.port
+        return address
 
     def log_changed(self, log: PartitionLog) -> None:
         self.on_log_changed(log)

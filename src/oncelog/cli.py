@@ -31,7 +31,10 @@ def _serve_parser(subparsers: Any) -> None:
         "once it accepts connections and shuts down cleanly on SIGTERM or Ctrl-C.",
         epilog="Broker properties (Kafka names) for --config/--override: " + ", ".join(broker_property_names()),
     )
-    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--host", default=None,
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface). Shorthand "
+                       "for --override listeners=PLAINTEXT://HOST:PORT; use advertised.listeners to tell "
+                       "clients another address")
     serve.add_argument("--port", type=int, default=None, help="port to listen on; 0 picks a free one (default 9092)")
     serve.add_argument("--data-dir", type=Path, default=None, help="where logs live (default ./oncelog-data)")
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help="a server.properties file")
@@ -168,7 +171,11 @@ async def _serve(config: BrokerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # before the line: a SIGTERM right after it is clean too
         loop.add_signal_handler(signum, stop.set)
     await server.start()
-    print(f"oncelog listening on {config.host}:{server.port}", flush=True)
+    for endpoint in config.listeners:
+        host, port = server.broker.advertised_address(endpoint.name)
+        bound = f"{endpoint.host or '0.0.0.0'}:{server.bound_ports[endpoint.name]}"
+        suffix = "" if len(config.listeners) == 1 else f" ({endpoint.name}, advertised as {host}:{port})"
+        print(f"oncelog listening on {bound}{suffix}", flush=True)
     await stop.wait()
     logging.getLogger("oncelog").info("shutting down")
     await server.stop()
@@ -190,16 +197,17 @@ def _run_serve(args: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    from oncelog.log.manager import DataDirInUse
+    from oncelog.log.manager import DataDirError, DataDirInUse
+    from oncelog.server.app import ListenError
 
     try:
         runner(_serve(config))
-    except DataDirInUse as error:
+    except (DataDirInUse, DataDirError, ListenError) as error:
         print(f"oncelog: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"oncelog: cannot listen on {config.host}:{config.port}: {error.strerror}. "
-              "Pick another --port (0 chooses a free one).", file=sys.stderr)
+    except OSError as error:  # anything else the disk or the network refused at start
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"oncelog: cannot start: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,7 +11,12 @@ import socket
 import struct
 from typing import Any
 
-from oncelog.protocol.codec import build_request, decode_response, encode_request
+from oncelog.protocol.codec import build_request, decode_response, encode_request, response_class
+from oncelog.protocol.framing import skip_tagged_fields
+
+
+def is_flexible_response(api_key: int, api_version: int) -> bool:
+    return bool(response_class(api_key, api_version).__flexible__) and api_key != 18
 
 
 class ClientError(RuntimeError):
@@ -28,6 +33,8 @@ def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
 class KafkaClient:
     def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "oncelog-cli") -> None:
         host, port = parse_bootstrap(bootstrap)
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
         try:
             self._socket = socket.create_connection((host, port), timeout=timeout_s)
         except OSError as error:
@@ -48,20 +55,46 @@ class KafkaClient:
         self.close()
 
     def send_raw(self, data: bytes) -> None:
-        self._socket.sendall(data)
+        try:
+            self._socket.sendall(data)
+        except OSError as error:
+            raise ClientError(f"cannot send to {self._bootstrap}: {error.strerror or error}") from error
 
     def receive_frame(self) -> bytes:
         (size,) = struct.unpack(">i", self._receive_exactly(4))
+        if size < 0:
+            raise ClientError(f"{self._bootstrap} sent a frame of size {size}: is it a Kafka broker?")
         return self._receive_exactly(size)
 
     def _receive_exactly(self, count: int) -> bytes:
         chunks = bytearray()
         while len(chunks) < count:
-            chunk = self._socket.recv(count - len(chunks))
+            try:
+                chunk = self._socket.recv(count - len(chunks))
+            except TimeoutError as error:
+                raise ClientError(f"no answer from {self._bootstrap} within {self._timeout_s:g} s: is a Kafka "
+                                  "broker listening there?") from error
+            except OSError as error:
+                raise ClientError(f"the connection to {self._bootstrap} failed: {error.strerror or error}") from error
             if not chunk:
                 raise ClientError("the broker closed the connection")
             chunks += chunk
         return bytes(chunks)
+
+    def request_body(self, api_key: int, api_version: int, fields: dict[str, Any]) -> bytes:
+        """Send a request; return the response body undecoded (for responses kio cannot read)."""
+        self._correlation_id += 1
+        correlation_id = self._correlation_id
+        self.send_raw(encode_request(api_key, api_version, correlation_id, self._client_id,
+                                     build_request(api_key, api_version, fields)))
+        frame = self.receive_frame()
+        received_id = int.from_bytes(frame[0:4], "big", signed=True)
+        if received_id != correlation_id:
+            raise ClientError(f"correlation id {received_id} does not match {correlation_id}")
+        position = 4
+        if is_flexible_response(api_key, api_version):
+            position = skip_tagged_fields(frame, position)
+        return frame[position:]
 
     def request(self, api_key: int, api_version: int, fields: dict[str, Any], *, expect_response: bool = True) -> Any:
         self._correlation_id += 1

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from oncelog.listeners import (
+    DEFAULT_PROTOCOL_MAP,
+    Endpoint,
+    ListenerError,
+    check_listeners,
+    parse_endpoints,
+    parse_protocol_map,
+)
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -54,8 +63,10 @@ def _parse_compression_type(value: str) -> str:
 class BrokerConfig:
     """Everything the broker reads at start. Field names are Kafka's property names with `_` for `.`."""
 
-    host: str = "127.0.0.1"
-    port: int = 9092
+    listeners: tuple[Endpoint, ...] = (Endpoint("PLAINTEXT", "127.0.0.1", 9092),)
+    advertised_listeners: tuple[Endpoint, ...] = ()
+    """Empty: advertise each listener as it is bound (listeners.py)."""
+    listener_security_protocol_map: str = DEFAULT_PROTOCOL_MAP
     data_dir: Path = Path("oncelog-data")
     node_id: int = 1
     num_partitions: int = 1
@@ -98,6 +109,15 @@ class BrokerConfig:
     max_broker_partitions: int = 20_000
 
     @property
+    def host(self) -> str:
+        """The first listener's bind address."""
+        return self.listeners[0].host
+
+    @property
+    def port(self) -> int:
+        return self.listeners[0].port
+
+    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -105,8 +125,9 @@ class BrokerConfig:
 # property name -> (field name, parser)
 _INT: Callable[[str], Any] = int
 _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "listeners.host": ("host", str),
-    "port": ("port", _INT),
+    "listeners": ("listeners", lambda v: parse_endpoints(v, "listeners")),
+    "advertised.listeners": ("advertised_listeners", lambda v: parse_endpoints(v, "advertised.listeners")),
+    "listener.security.protocol.map": ("listener_security_protocol_map", str),
     "log.dir": ("data_dir", Path),
     "log.dirs": ("data_dir", Path),
     "node.id": ("node_id", _INT),
@@ -163,11 +184,8 @@ _IGNORED_PROPERTIES = frozenset(
         "min.insync.replicas",
         "process.roles",
         "controller.quorum.voters",
-        "listeners",
-        "advertised.listeners",
         "inter.broker.listener.name",
         "controller.listener.names",
-        "listener.security.protocol.map",
         "num.network.threads",
         "num.io.threads",
         "num.recovery.threads.per.data.dir",
@@ -180,7 +198,6 @@ _IGNORED_PROPERTIES = frozenset(
 
 def _validate(config: BrokerConfig) -> None:
     checks = [
-        (0 <= config.port <= 65535, "port must be within 0..65535"),
         (config.num_partitions >= 1, "num.partitions must be at least 1"),
         (config.message_max_bytes >= 128, "message.max.bytes must be at least 128"),
         (config.log_segment_bytes >= 1024, "log.segment.bytes must be at least 1024"),
@@ -207,6 +224,11 @@ def _validate(config: BrokerConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    try:
+        check_listeners(config.listeners, config.advertised_listeners,
+                        parse_protocol_map(config.listener_security_protocol_map))
+    except ListenerError as error:
+        raise ConfigError(str(error)) from error
 
 
 def load_properties(path: Path) -> dict[str, str]:
@@ -230,8 +252,17 @@ def load_properties(path: Path) -> dict[str, str]:
 
 
 def broker_config(properties: Mapping[str, str], **explicit: Any) -> BrokerConfig:
-    """Build a BrokerConfig from Kafka properties, then explicit keyword fields (CLI flags) on top."""
+    """Build a BrokerConfig from Kafka properties, then explicit keyword fields (CLI flags) on top.
+    `host` and `port` are shorthand for one PLAINTEXT listener and cannot be combined with `listeners`."""
     values: dict[str, Any] = {}
+    host, port = explicit.pop("host", None), explicit.pop("port", None)
+    if host is not None or port is not None:
+        if "listeners" in properties:
+            raise ConfigError("--host/--port and the listeners property both say where to listen; use one of them")
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} is outside 0..65535")
+        values["listeners"] = (Endpoint("PLAINTEXT", "127.0.0.1" if host is None else host,
+                                        9092 if port is None else port),)
     for key, raw in properties.items():
         if key in _IGNORED_PROPERTIES:
             continue
@@ -259,6 +290,22 @@ def broker_property_names() -> list[str]:
 # --- topic configs -----------------------------------------------------------------------------------
 
 
+INT_MAX = 2**31 - 1
+LONG_MAX = 2**63 - 1
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """A parser for an integer config with Kafka's range validator (`atLeast`, `between`)."""
+
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}" if high < LONG_MAX else f"must be at least {low}")
+        return number
+
+    return parse
+
+
 @dataclass(frozen=True, slots=True)
 class TopicConfigSpec:
     name: str
@@ -271,17 +318,18 @@ class TopicConfigSpec:
 TOPIC_CONFIGS: dict[str, TopicConfigSpec] = {
     spec.name: spec
     for spec in (
-        TopicConfigSpec("segment.bytes", "log_segment_bytes", _INT, "INT"),
-        TopicConfigSpec("segment.ms", "log_roll_ms", _INT),
-        TopicConfigSpec("retention.ms", "log_retention_ms", _INT),
-        TopicConfigSpec("retention.bytes", "log_retention_bytes", _INT),
-        TopicConfigSpec("index.interval.bytes", "log_index_interval_bytes", _INT, "INT"),
-        TopicConfigSpec("max.message.bytes", "message_max_bytes", _INT, "INT"),
+        # Ranges are Kafka's LogConfig validators (segment.bytes at least LegacyRecord.RECORD_OVERHEAD_V0).
+        TopicConfigSpec("segment.bytes", "log_segment_bytes", _int_in(14, INT_MAX), "INT"),
+        TopicConfigSpec("segment.ms", "log_roll_ms", _int_in(1, LONG_MAX)),
+        TopicConfigSpec("retention.ms", "log_retention_ms", _int_in(-1, LONG_MAX)),
+        TopicConfigSpec("retention.bytes", "log_retention_bytes", _int_in(-(2**63), LONG_MAX)),
+        TopicConfigSpec("index.interval.bytes", "log_index_interval_bytes", _int_in(0, INT_MAX), "INT"),
+        TopicConfigSpec("max.message.bytes", "message_max_bytes", _int_in(0, INT_MAX), "INT"),
         TopicConfigSpec("message.timestamp.type", "log_message_timestamp_type", _parse_timestamp_type, "STRING"),
         TopicConfigSpec("cleanup.policy", "log_cleanup_policy", _parse_cleanup_policy, "LIST"),
-        TopicConfigSpec("delete.retention.ms", "log_cleaner_delete_retention_ms", _INT),
+        TopicConfigSpec("delete.retention.ms", "log_cleaner_delete_retention_ms", _int_in(0, LONG_MAX)),
         TopicConfigSpec("compression.type", None, _parse_compression_type, "STRING"),
-        TopicConfigSpec("min.insync.replicas", None, _INT, "INT"),
+        TopicConfigSpec("min.insync.replicas", None, _int_in(1, INT_MAX), "INT"),
     )
 }
 

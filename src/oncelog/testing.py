@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -98,28 +99,38 @@ class BrokerProcess:
     """`oncelog serve` in a subprocess, for crash tests. Restartable on the same data directory."""
 
     def __init__(self, data_dir: Path, overrides: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, open_files_limit: int | None = None) -> None:
         self.data_dir = data_dir
         self.overrides = overrides or {}
         self.env = env or {}
         """Extra environment for the next start (e.g. ONCELOG_FAULT_INJECTION for crash tests)."""
+        self.open_files_limit = open_files_limit
+        """A file-descriptor limit (soft and hard) for the broker process, for limit tests."""
         self.process: subprocess.Popen[str] | None = None
         self.bootstrap = ""
         self.log_path = data_dir.parent / f"{data_dir.name}.broker.log"
 
     def start(self) -> str:
-        command = [sys.executable, "-m", "oncelog", "serve", "--port", "0", "--data-dir", str(self.data_dir)]
+        command = [sys.executable, "-m", "oncelog", "serve", "--data-dir", str(self.data_dir)]
+        if "listeners" not in self.overrides:
+            command += ["--port", "0"]
         for key, value in self.overrides.items():
             command += ["--override", f"{key}={value}"]
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps writing to it
+        limit = self.open_files_limit
+
+        def limit_open_files() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
-                                        env={**os.environ, **self.env})
+                                        env={**os.environ, **self.env}, preexec_fn=limit_open_files)
         log.close()
         assert self.process.stdout is not None
         line = self._read_line_with_timeout()
         if not line.startswith("oncelog listening on "):
             raise RuntimeError(f"broker did not start: {line!r}; see {self.log_path}")
-        self.bootstrap = line.rsplit(" ", 1)[1].strip()
+        self.bootstrap = line[len("oncelog listening on "):].split()[0]
         return self.bootstrap
 
     def _read_line_with_timeout(self) -> str:

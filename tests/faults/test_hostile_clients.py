@@ -3,6 +3,7 @@ limits, bad configs and lookups by topic id. Each test failed before its fix."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -13,11 +14,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from oncelog.client import KafkaClient
-from oncelog.config import broker_config
+from oncelog.config import TopicConfig, broker_config
 from oncelog.errors import ErrorCode
-from oncelog.fs import OS_FILE_SYSTEM
 from oncelog.log.manager import LogManager
-from oncelog.config import TopicConfig
 from oncelog.testing import BrokerProcess, embedded_broker
 from tests.helpers import create_topic
 
@@ -203,3 +202,25 @@ def test_metadata_by_topic_id(oncelog_broker: str, topic_name: str) -> None:
                                      "include_cluster_authorized_operations": False,
                                      "include_topic_authorized_operations": False})
         assert old.topics[0].error_code == ErrorCode.invalid_request
+
+
+def test_ids_cannot_forge_log_lines(oncelog_broker: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Found: a newline in a transactional.id or group.id wrote a second, forged log line. Every client
+    string is escaped before it reaches the log."""
+    forged = "x\n2026-01-01 00:00:00,000 ERROR oncelog: forged"
+    caplog.set_level(logging.INFO, logger="oncelog")
+    with KafkaClient(oncelog_broker) as client:
+        initialised = client.request(22, 4, {"transactional_id": forged, "transaction_timeout": 10_000,
+                                             "producer_id": -1, "producer_epoch": -1})
+        assert initialised.error_code == ErrorCode.none
+        joined = client.request(11, 7, {"group_id": forged, "session_timeout": 10_000, "rebalance_timeout": 10_000,
+                                        "member_id": "", "group_instance_id": None, "protocol_type": "consumer",
+                                        "protocols": [{"name": "range", "metadata": b""}], "reason": None})
+        assert joined.error_code == ErrorCode.member_id_required
+        client.request(11, 7, {"group_id": forged, "session_timeout": 10_000, "rebalance_timeout": 10_000,
+                               "member_id": joined.member_id, "group_instance_id": None, "protocol_type": "consumer",
+                               "protocols": [{"name": "range\nERROR forged", "metadata": b""}], "reason": None})
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("oncelog")]
+    mentioning = [line for line in lines if "forged" in line]
+    assert mentioning, "the ids were expected in the log"
+    assert all("\n" not in line for line in mentioning), mentioning

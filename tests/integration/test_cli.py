@@ -166,3 +166,36 @@ def test_transactions_commands(tmp_path: Path) -> None:
         missing = oncelog("transactions", "abort", "--topic", "ledger", "--partition", "0", "--start-offset", "0",
                           "--bootstrap", bootstrap)
         assert missing.returncode == 1 and "no open transaction" in missing.stderr
+
+
+def test_cli_errors_say_what_is_wrong_and_exit_non_zero(tmp_path: Path) -> None:
+    """Found: `transactions describe` crashed on an Empty or unknown id, `topics describe nosuch` exited 0,
+    and a silent peer ended in a raw TimeoutError."""
+    import socket
+
+    from confluent_kafka import Producer
+
+    with BrokerProcess(tmp_path / "d") as broker:
+        bootstrap = broker.bootstrap
+        producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "empty-one"})
+        producer.init_transactions(15)  # an Empty transactional id: no transaction, start time -1
+        empty = oncelog("transactions", "describe", "empty-one", "--bootstrap", bootstrap)
+        assert empty.returncode == 0, empty.stderr
+        assert "Empty" in empty.stdout and "empty-one" in empty.stdout
+        unknown = oncelog("transactions", "describe", "nobody", "--bootstrap", bootstrap)
+        assert unknown.returncode == 1 and "TRANSACTIONAL_ID_NOT_FOUND" in unknown.stderr
+        assert "Traceback" not in unknown.stderr
+        oncelog("topics", "create", "present", "--bootstrap", bootstrap)
+        missing = oncelog("topics", "describe", "present", "nosuch", "--bootstrap", bootstrap)
+        assert missing.returncode == 1 and "topic nosuch: UNKNOWN_TOPIC_OR_PARTITION" in missing.stderr
+        assert "Topic: present" in missing.stdout
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        started = time.monotonic()
+        result = oncelog("topics", "list", "--bootstrap", f"127.0.0.1:{silent.getsockname()[1]}")
+    finally:
+        silent.close()
+    assert result.returncode == 1 and "no answer from" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30

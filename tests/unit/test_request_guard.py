@@ -20,46 +20,18 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
-from kio.static.primitive import Records
 
 from oncelog.errors import ProtocolError
-from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
-from oncelog.protocol.codec import build_request, decode_request, encode_request, request_class
+from oncelog.protocol.codec import build_request, decode_request, request_class
 from oncelog.protocol.guard import decode_budget, length_prefixes
-
-st.register_type_strategy(Records, st.binary(max_size=300).map(Records))
-
-SERVED = sorted(
-    (api.api_key, version)
-    for api in (*HANDLERS.values(), *INTERNAL_HANDLERS.values())
-    for version in range(api.version_min, api.version_max + 1)
-)
+from tests.fuzzing import LENGTH_MUTATIONS, body_position, damage, frame_of, mutate_length, valid_requests
 
 FUZZ_SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                 HealthCheck.filter_too_much])
+_frame = frame_of
+_body_position = body_position
 
-
-def _frame(api_key: int, version: int, request: Any) -> bytes:
-    """The request as the broker receives it: header and body, without the size prefix."""
-    return encode_request(api_key, version, 7, "fuzz", request)[4:]
-
-
-def _body_position(frame: bytes, api_key: int, version: int) -> int:
-    from oncelog.protocol.framing import parse_request_header
-
-    return parse_request_header(frame, bool(request_class(api_key, version).__flexible__)).body_position
-
-
-@st.composite
-def valid_requests(draw: st.DrawFn) -> tuple[int, int, Any, bytes]:
-    api_key, version = draw(st.sampled_from(SERVED))
-    request = draw(st.from_type(request_class(api_key, version)))
-    try:
-        frame = _frame(api_key, version, request)
-    except (UnicodeEncodeError, struct.error, OverflowError, ValueError):
-        assume(False)  # strategies can produce values the wire format cannot carry (surrogates)
-    return api_key, version, request, frame
 
 
 def _nulls_where_forbidden(value: Any, path: str = "") -> list[str]:
@@ -139,41 +111,6 @@ def test_valid_requests_pass_the_guard_unchanged(case: tuple[int, int, Any, byte
     assert decoded == request
 
 
-_LENGTH_MUTATIONS = ("huge", "int_max", "negative", "null", "plus_one", "minus_one", "overlong_varint", "zero")
-
-
-def _mutate_length(frame: bytes, position: int, width: int, how: str) -> bytes:
-    """Replace the length prefix at `position` (width 0 = compact uvarint)."""
-    if width == 0:
-        end = position
-        while frame[end] & 0x80:
-            end += 1
-        end += 1
-        old = 0
-        for shift, byte in enumerate(frame[position:end]):
-            old |= (byte & 0x7F) << (7 * shift)
-        new = {
-            "huge": b"\xff\xff\xff\xff\x0f", "int_max": b"\xff\xff\xff\xff\x07", "negative": b"\xfe\xff\xff\xff\x0f",
-            "null": b"\x00", "overlong_varint": b"\x80\x80\x80\x80\x80\x01", "zero": b"\x01",
-            "plus_one": _uvarint(old + 1), "minus_one": _uvarint(max(old - 1, 0)),
-        }[how]
-        return frame[:position] + new + frame[end:]
-    old = int.from_bytes(frame[position:position + width], "big", signed=True)
-    value = {"huge": 2 ** (8 * width - 1) - 1, "int_max": 2 ** (8 * width - 1) - 1, "negative": -7, "null": -1,
-             "plus_one": old + 1, "minus_one": old - 1, "overlong_varint": -(2 ** (8 * width - 1)), "zero": 0}[how]
-    value = max(min(value, 2 ** (8 * width - 1) - 1), -(2 ** (8 * width - 1)))
-    return frame[:position] + value.to_bytes(width, "big", signed=True) + frame[position + width:]
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 @FUZZ_SETTINGS
 @given(valid_requests(), st.data())
 def test_mutated_lengths_are_refused_or_decode_safely(case: tuple[int, int, Any, bytes], data: st.DataObject) -> None:
@@ -187,7 +124,7 @@ def test_mutated_lengths_are_refused_or_decode_safely(case: tuple[int, int, Any,
         prefix = data.draw(st.sampled_from(prefixes))
         if prefix.position >= len(mutated):
             continue
-        mutated = _mutate_length(mutated, prefix.position, prefix.width, data.draw(st.sampled_from(_LENGTH_MUTATIONS)))
+        mutated = mutate_length(mutated, prefix.position, prefix.width, data.draw(st.sampled_from(LENGTH_MUTATIONS)))
     decoded = _decode_within_budget(mutated, api_key, version)
     if decoded is not None:
         assert not _nulls_where_forbidden(decoded)
@@ -199,20 +136,8 @@ def test_random_byte_damage_is_refused_or_decodes_safely(case: tuple[int, int, A
                                                          data: st.DataObject) -> None:
     api_key, version, _request, frame = case
     decode_request(frame, api_key, version)
-    damaged = bytearray(frame)
-    body = _body_position(frame, api_key, version)
-    action = data.draw(st.sampled_from(["flip", "truncate", "append", "splice"]))
-    if action == "flip" and len(damaged) > body:
-        for _ in range(data.draw(st.integers(1, 8))):
-            damaged[data.draw(st.integers(body, len(damaged) - 1))] = data.draw(st.integers(0, 255))
-    elif action == "truncate":
-        del damaged[data.draw(st.integers(body, len(damaged))):]
-    elif action == "append":
-        damaged += data.draw(st.binary(min_size=1, max_size=64))
-    else:
-        at = data.draw(st.integers(body, len(damaged)))
-        damaged[at:at] = data.draw(st.binary(min_size=1, max_size=16))
-    decoded = _decode_within_budget(bytes(damaged), api_key, version)
+    damaged = damage(frame, _body_position(frame, api_key, version), data)
+    decoded = _decode_within_budget(damaged, api_key, version)
     if decoded is not None:
         assert not _nulls_where_forbidden(decoded)
 
@@ -225,5 +150,5 @@ def test_every_length_prefix_set_to_the_maximum_is_refused(case: tuple[int, int,
     api_key, version, _request, frame = case
     decode_request(frame, api_key, version)
     for prefix in length_prefixes(request_class(api_key, version), frame, _body_position(frame, api_key, version)):
-        mutated = _mutate_length(frame, prefix.position, prefix.width, "int_max")
+        mutated = mutate_length(frame, prefix.position, prefix.width, "int_max")
         assert _decode_within_budget(mutated, api_key, version) is None, prefix

@@ -29,6 +29,8 @@ class RequestContext:
     correlation_id: int
     client_id: str | None
     peer: str
+    listener: str = "PLAINTEXT"
+    """The name of the listener the request came through (Metadata answers with its advertised address)."""
 
 
 class _NoResponse:

@@ -16,12 +16,13 @@ VERSIONS = (0, 1)
 def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
     node = broker.config.node_id
+    host, port = broker.advertised_address(context.listener)
     return build_response(API_KEY, context.api_version, {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
         "error_message": None,
         "cluster_id": broker.cluster_id,
         "controller_id": node,
-        "brokers": [{"broker_id": node, "host": broker.config.host, "port": broker.advertised_port}],
+        "brokers": [{"broker_id": node, "host": host, "port": port}],
         "cluster_authorized_operations": -2147483648,
     })

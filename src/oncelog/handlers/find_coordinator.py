@@ -27,8 +27,9 @@ KEY_TYPE_TRANSACTION = 1
 
 def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     broker = context.broker
-    found = {"key": key, "node_id": broker.config.node_id, "host": broker.config.host,
-             "port": broker.advertised_port, "error_code": ErrorCode.none, "error_message": None}
+    host, port = broker.advertised_address(context.listener)
+    found = {"key": key, "node_id": broker.config.node_id, "host": host, "port": port,
+             "error_code": ErrorCode.none, "error_message": None}
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if not key:
         return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}

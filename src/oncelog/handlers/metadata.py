@@ -8,16 +8,22 @@ Behaviour:
   request allows it (v4+ `allow_auto_topic_creation`; always for v1–3), else UNKNOWN_TOPIC_OR_PARTITION.
   Creation is synchronous here, so the response already carries the new partitions (Kafka first answers
   LEADER_NOT_AVAILABLE while its controller works).
-- Illegal names get INVALID_TOPIC_EXCEPTION.
+- Illegal names get INVALID_TOPIC_EXCEPTION; an auto-creation refused (a name collision, the partition
+  limit, the disk) gets the creation's error code.
 - Topic ids are real (stored in topics.json); Fetch stays ≤ 12 so librdkafka keeps fetching by name.
+  From v12 a topic can be asked for by id (unknown: UNKNOWN_TOPIC_ID); v10 and v11 carry the field but,
+  as in Kafka, asking by id there is INVALID_REQUEST.
+- A partition taken offline by a disk error has no leader: LEADER_NOT_AVAILABLE, leader -1, this broker
+  in `offline_replicas`.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from oncelog.broker import LEADER_EPOCH
-from oncelog.errors import ErrorCode
+from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import Topic, topic_name_problem
 from oncelog.protocol.codec import build_response
 
@@ -50,8 +56,20 @@ def topic_entry(context: RequestContext, topic: Topic) -> dict[str, Any]:
     }
 
 
-def _error_entry(name: str | None, code: ErrorCode) -> dict[str, Any]:
-    return {"error_code": code, "name": name, "topic_id": _UNKNOWN_TOPIC_ID, "partitions": []}
+def _error_entry(name: str | None, code: ErrorCode, topic_id: uuid.UUID | None = _UNKNOWN_TOPIC_ID) -> dict[str, Any]:
+    return {"error_code": code, "name": name, "topic_id": topic_id, "partitions": []}
+
+
+def _by_topic_id(context: RequestContext, name: str | None, topic_id: uuid.UUID | None) -> dict[str, Any]:
+    """Kafka's rules: ids only from v12 (v10 and v11 have the field but no lookup: INVALID_REQUEST), a
+    name or an id but not both, an unknown id gets UNKNOWN_TOPIC_ID."""
+    if context.api_version < 12 or topic_id is None or name is not None:
+        # Response names are nullable only from v12.
+        return _error_entry(name if context.api_version >= 12 else name or "", ErrorCode.invalid_request, topic_id)
+    topic = context.broker.logs.topic_by_id(topic_id)
+    if topic is None:
+        return _error_entry(None, ErrorCode.unknown_topic_id, topic_id)
+    return topic_entry(context, topic)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
@@ -63,26 +81,32 @@ def handle(context: RequestContext, request: Any) -> Any:
         allow_auto_create = context.api_version < 4 or bool(request.allow_auto_topic_creation)
         for requested in request.topics:
             name = requested.name
-            if name is None:  # v10+ lookup by topic id
-                topics.append(_error_entry(None, ErrorCode.unknown_topic_id))
+            topic_id = getattr(requested, "topic_id", None)
+            if name is None or topic_id is not None:
+                topics.append(_by_topic_id(context, name, topic_id))
                 continue
             topic = broker.logs.topic(name)
             if topic is None and topic_name_problem(name) is not None:
                 topics.append(_error_entry(name, ErrorCode.invalid_topic_exception))
                 continue
             if topic is None and allow_auto_create:
-                topic = broker.auto_create_topic(name)
+                try:
+                    topic = broker.auto_create_topic(name)
+                except KafkaError as error:
+                    topics.append(_error_entry(name, error.code))
+                    continue
             if topic is None:
                 topics.append(_error_entry(name, ErrorCode.unknown_topic_or_partition))
             else:
                 topics.append(topic_entry(context, topic))
     config = broker.config
+    host, port = broker.advertised_address(context.listener)
     return build_response(
         API_KEY,
         context.api_version,
         {
             "throttle_time": 0,
-            "brokers": [{"node_id": config.node_id, "host": config.host, "port": broker.advertised_port}],
+            "brokers": [{"node_id": config.node_id, "host": host, "port": port}],
             "cluster_id": broker.cluster_id,
             "controller_id": config.node_id,
             "topics": topics,
@@ -94,4 +118,5 @@ def handle(context: RequestContext, request: Any) -> Any:
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
     """Every requested topic with the error and no brokers (Kafka's `MetadataRequest.getErrorResponse`)."""
     return {"throttle_time": 0, "brokers": [], "cluster_id": None, "controller_id": -1,
-            "topics": [_error_entry(topic.name, code) for topic in request.topics or []]}
+            "topics": [_error_entry(topic.name or "", code, getattr(topic, "topic_id", None))
+                       for topic in request.topics or []]}

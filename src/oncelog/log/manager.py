@@ -248,6 +248,9 @@ class LogManager:
     def topic(self, name: str) -> Topic | None:
         return self._topics.get(name)
 
+    def topic_by_id(self, topic_id: uuid.UUID) -> Topic | None:
+        return next((topic for topic in self._topics.values() if topic.topic_id == topic_id), None)
+
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         entry = self._topics.get(topic)
         if entry is None or not 0 <= partition < len(entry.partitions):

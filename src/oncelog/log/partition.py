@@ -102,7 +102,7 @@ class LogConfig:
     def __post_init__(self) -> None:
         # Index positions are int32, so a segment can never be larger than that.
         assert 0 < self.segment_bytes <= INT32_MAX, "segment_bytes must fit an int32 index position"
-        assert self.segment_ms > 0 and self.index_interval_bytes >= 0 and self.message_bytes_max > 0
+        assert self.segment_ms > 0 and self.index_interval_bytes >= 0 and self.message_bytes_max >= 0
 
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from oncelog.broker import Broker
 from oncelog.config import BrokerConfig
+from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
 
@@ -29,6 +30,10 @@ from .waiters import DataWaiters
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
+
+
+class ListenError(RuntimeError):
+    """A listener cannot be bound; the message names it and says what to do."""
 
 
 class _LoopScheduler:
@@ -89,13 +94,15 @@ class BrokerServer:
         self.broker = broker or Broker(config)
         self.flusher = Flusher(config.log_flush_interval_ms)
         self.waiters = DataWaiters()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._flusher_task: asyncio.Task[None]
         self._connections: set[Connection] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._scheduler: _LoopScheduler
         self.port = config.port
+        """The first listener's bound port (the one `oncelog serve` prints)."""
+        self.bound_ports: dict[str, int] = {}
 
     async def start(self) -> None:
         broker = self.broker
@@ -104,12 +111,26 @@ class BrokerServer:
         broker.on_log_changed = self._log_changed
         self._refresh_tracked_logs()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_connection, self.config.host, self.config.port, reuse_address=True, backlog=512
-        )
-        sockets = self._server.sockets
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        broker.advertised_port = self.port
+        for index, endpoint in enumerate(self.config.listeners):
+            try:
+                server = await loop.create_server(lambda name=endpoint.name: self._new_connection(name),
+                                                  endpoint.host or None, endpoint.port, reuse_address=True,
+                                                  backlog=512)
+            except OSError as error:
+                for started in self._servers:
+                    started.close()
+                broker.close()
+                raise ListenError(f"cannot listen on {endpoint}: {error.strerror or error}. Pick another port "
+                                  "(0 chooses a free one) or stop what holds this one") from error
+            self._servers.append(server)
+            bound_port = server.sockets[0].getsockname()[1] if server.sockets else endpoint.port
+            self.bound_ports[endpoint.name] = bound_port
+            if index == 0:
+                self.port = bound_port
+            broker.advertised[endpoint.name] = advertised_address(endpoint, self.config.advertised_listeners,
+                                                                  bound_port)
+            logger.info("listener %s bound to %s:%d, advertised as %s:%d", endpoint.name, endpoint.host or "*",
+                        bound_port, *broker.advertised[endpoint.name])
         # The flusher is never cancelled (a cancel racing its wake-up timeout could be swallowed); it
         # stops through `Flusher.stop`, after the last coordinator write of a clean shutdown.
         self._flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
@@ -135,8 +156,8 @@ class BrokerServer:
     def _refresh_tracked_logs(self) -> None:
         self.flusher.track(list(self.broker.logs.logs()))
 
-    def _new_connection(self) -> Connection:
-        connection = Connection(self.broker, self.flusher, self.waiters, self._connections.discard)
+    def _new_connection(self, listener: str) -> Connection:
+        connection = Connection(self.broker, self.flusher, self.waiters, self._connections.discard, listener)
         self._connections.add(connection)
         return connection
 
@@ -181,8 +202,8 @@ class BrokerServer:
                     job.run(now)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         # Read no more requests; answer those taken (parked fetches are woken and answer now).
         for connection in list(self._connections):
             connection.stop_reading()

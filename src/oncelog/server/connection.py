@@ -100,8 +100,9 @@ class _Entry:
 
 class Connection(asyncio.Protocol):
     def __init__(self, broker: Broker, flusher: Flusher, waiters: DataWaiters,
-                 on_closed: Callable[[Connection], None]) -> None:
+                 on_closed: Callable[[Connection], None], listener: str = "PLAINTEXT") -> None:
         self._broker = broker
+        self._listener = listener
         self._flusher = flusher
         self._waiters = waiters
         self._on_closed = on_closed
@@ -218,7 +219,8 @@ class Connection(asyncio.Protocol):
                 return _Entry(unsupported_version_response(correlation_id), None, False)
             raise ProtocolError(f"unsupported {api.name} version {api_version}")
         header, request = decode_request(frame, api_key, api_version)
-        context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer)
+        context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer,
+                                 self._listener)
         mutes = api_key == FETCH_KEY
         try:
             outcome = api.handle(context, request)
@@ -245,8 +247,13 @@ class Connection(asyncio.Protocol):
         if suppressed is not None:
             logger.error("peer=%s %s v%d failed (%d more since the last report)", self.peer, api.name,
                          context.api_version, suppressed, exc_info=True)
-        response = api.error_response(context.api_version, request, ErrorCode.unknown_server_error)
-        return encode_response(context.api_key, context.api_version, context.correlation_id, response)
+        try:
+            response = api.error_response(context.api_version, request, ErrorCode.unknown_server_error)
+            return encode_response(context.api_key, context.api_version, context.correlation_id, response)
+        except Exception as error:  # not even an error response: the connection is all that is left to close
+            logger.error("peer=%s %s v%d: cannot build an error response (%s); closing the connection", self.peer,
+                         api.name, context.api_version, safe(error))
+            raise _Close() from None
 
     async def _wait(self, api: ApiHandler, context: RequestContext, request: Any, outcome: Any) -> bytes | None:
         try:

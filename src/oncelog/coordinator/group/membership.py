@@ -23,6 +23,7 @@ from typing import Any
 
 from oncelog.coordinator.runtime import Completion, Scheduler, resolved
 from oncelog.errors import ErrorCode
+from oncelog.logs import safe
 
 from .group import Group, GroupState, Member
 
@@ -164,7 +165,8 @@ class Membership:
                                                          lambda: self._on_join_timeout(group))
         if not group.is_(GroupState.PREPARING_REBALANCE):
             group.transition(GroupState.PREPARING_REBALANCE, self.clock())
-        logger.info("group=%s preparing rebalance generation=%d: %s", group.group_id, group.generation_id, reason)
+        logger.info("group=%s preparing rebalance generation=%d: %s", safe(group.group_id), group.generation_id,
+                    safe(reason))
         self._maybe_complete_join(group)  # Kafka's delayed join "tries to complete" at once
 
     def _schedule_initial_join(self, group: Group, delay_ms: int, remaining_ms: int) -> None:
@@ -207,14 +209,14 @@ class Membership:
             group.leader_id = None
             group.transition(GroupState.EMPTY, now)
             self._store_group(group)
-            logger.info("group=%s is empty at generation=%d", group.group_id, group.generation_id)
+            logger.info("group=%s is empty at generation=%d", safe(group.group_id), group.generation_id)
             return
         group.protocol_name = group.select_protocol()
         if group.leader_id not in group.members:
             group.leader_id = next(iter(group.members))
         group.transition(GroupState.COMPLETING_REBALANCE, now)
-        logger.info("group=%s generation=%d protocol=%s members=%d leader=%s", group.group_id,
-                    group.generation_id, group.protocol_name, len(group.members), group.leader_id)
+        logger.info("group=%s generation=%d protocol=%s members=%d leader=%s", safe(group.group_id),
+                    group.generation_id, safe(group.protocol_name), len(group.members), safe(group.leader_id))
         for member in group.members.values():
             member.is_new = False
             waiter, member.join_waiter = member.join_waiter, None
@@ -256,7 +258,7 @@ class Membership:
             if waiting and not member.is_new:
                 self.touch(group, member)  # a member waiting on us is alive
                 return
-            logger.info("group=%s member=%s session expired", group.group_id, member.member_id)
+            logger.info("group=%s member=%s session expired", safe(group.group_id), safe(member.member_id))
             self._remove_member(group, member, ErrorCode.unknown_member_id)
             self._after_member_removed(group, "member session expired")
 
@@ -383,7 +385,7 @@ class Membership:
             problem = self.check_member(group, member_id, instance_id)
             if problem is None:
                 self._remove_member(group, group.members[member_id], ErrorCode.unknown_member_id)
-                logger.info("group=%s member=%s left", group_id, member_id)
+                logger.info("group=%s member=%s left", safe(group_id), safe(member_id))
             results.append({"member_id": member_id, "group_instance_id": instance_id,
                             "error_code": problem or ErrorCode.none})
         if any(r["error_code"] == ErrorCode.none for r in results):

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from oncelog.coordinator.group.records import partition_for
 from oncelog.coordinator.runtime import Completion, CoordinatorStorage, Scheduler, resolved
 from oncelog.errors import ErrorCode
+from oncelog.logs import safe
 
 from .records import parse_transaction_key, parse_transaction_value, transaction_key, transaction_value
 from .state import EPOCH_EXHAUSTED, EXPIRABLE, TopicPartition, TransactionMetadata, TransactionState, TransactionValue
@@ -99,7 +100,7 @@ class TransactionCoordinator:
         """Finish what a crash interrupted: transactions in Prepare* get their markers and complete."""
         for metadata in self.transactions.values():
             if metadata.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
-                logger.info("transactional_id=%s resuming %s after restart", metadata.transactional_id,
+                logger.info("transactional_id=%s resuming %s after restart", safe(metadata.transactional_id),
                             metadata.state.display_name)
                 self._write_markers_then_complete(metadata, None)
 
@@ -166,7 +167,7 @@ class TransactionCoordinator:
                 return
             metadata.complete()
             metadata.last_producer_epoch = previous_epoch if new_id == previous_id else -1
-            logger.info("transactional_id=%s producer_id=%d epoch=%d initialised", transactional_id, new_id,
+            logger.info("transactional_id=%s producer_id=%d epoch=%d initialised", safe(transactional_id), new_id,
                         new_epoch)
             completion.resolve({"error_code": ErrorCode.none, "producer_id": new_id, "producer_epoch": new_epoch})
 
@@ -291,7 +292,7 @@ class TransactionCoordinator:
                 self.scheduler.call_later(RETRY_DELAY_MS, lambda: self._complete(metadata, completion))
                 return
             metadata.complete()
-            logger.info("transactional_id=%s producer_id=%d epoch=%d %s", metadata.transactional_id,
+            logger.info("transactional_id=%s producer_id=%d epoch=%d %s", safe(metadata.transactional_id),
                         metadata.producer_id, metadata.producer_epoch, metadata.state.display_name)
             if completion is not None:
                 completion.resolve(ErrorCode.none)
@@ -300,7 +301,7 @@ class TransactionCoordinator:
 
     def _fence_and_abort(self, metadata: TransactionMetadata, reason: str) -> None:
         """Abort an Ongoing transaction with epoch + 1, fencing its producer (PrepareEpochFence)."""
-        logger.info("transactional_id=%s producer_id=%d aborting epoch=%d: %s", metadata.transactional_id,
+        logger.info("transactional_id=%s producer_id=%d aborting epoch=%d: %s", safe(metadata.transactional_id),
                     metadata.producer_id, metadata.producer_epoch, reason)
         metadata.last_producer_epoch = -1
         self._prepare_end(metadata, False, None, producer_epoch=metadata.producer_epoch + 1)
