@@ -132,7 +132,7 @@ class InternalTopicStorage:
 
 class LocalMarkerWriter:
     """Writes transaction markers straight into this broker's partition logs (no WriteTxnMarkers RPC on
-    one node, reference §5.6). A partition that no longer exists is skipped (Kafka drops deleted topics
+    one node, docs/protocol.md). A partition that no longer exists is skipped (Kafka drops deleted topics
     from the pending set); a marker refused for a stale epoch or coordinator epoch is skipped too (the
     transaction was already superseded there). A marker on `__consumer_offsets` also completes the
     pending transactional offsets of the producer there."""

@@ -1,6 +1,6 @@
 """Idempotent producers against lost acks and a killed broker: every value is stored exactly once.
 
-The raw-protocol tests pin the broker's answers (docs/kafka-eos-reference.md §4.2): a retried batch is
+The raw-protocol tests pin the broker's answers (docs/protocol.md, Idempotent producers): a retried batch is
 answered NONE with its original offset and not stored again, a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER
 (45), an older epoch INVALID_PRODUCER_EPOCH (47), and DescribeProducers shows what the partition knows.
 
@@ -201,7 +201,7 @@ def test_sequence_gap_is_out_of_order(oncelog_broker: str, topic_name: str) -> N
         assert produce_raw(client, topic_name, idempotent_batch(producer_id, 0, 3, [b"d"])) == (0, 3)
         assert produce_raw(client, topic_name, gap)[0] == 45
         no_sequence = idempotent_batch(producer_id, 0, -1, [b"e"])
-        assert produce_raw(client, topic_name, no_sequence)[0] == ErrorCode.invalid_record, "§3.5 rule 6"
+        assert produce_raw(client, topic_name, no_sequence)[0] == ErrorCode.invalid_record, "an idempotent batch needs a base sequence"
         assert latest_offset(client, topic_name) == 4
 
 

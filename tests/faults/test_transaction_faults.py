@@ -1,6 +1,6 @@
 """Transactions under faults: a processor SIGKILLed mid-stream, a broker killed between the decision to end
 a transaction and its markers or with a transaction open, and a lost EndTxn response
-(docs/kafka-eos-reference.md §5.4, §5.5, §5.8, §7.2).
+(docs/protocol.md, Transactions and Transactional offsets).
 
 - `eos_processor.py` (consume → transform → produce with `send_offsets_to_transaction`) runs as a
   subprocess and is SIGKILLed at seeded random moments; each restart fences the killed instance and aborts
@@ -382,7 +382,7 @@ def test_clean_stop_while_a_fenced_transaction_is_being_aborted(
     (the abort needs a few fsyncs, or is left for the next start) and nothing runs against closed logs (no
     error logged). After restart the transaction is CompleteAbort, LSO == HW (one ABORT marker, or two if
     the stop cut the abort between its markers and CompleteAbort: a resumed abort writes them again, which
-    Kafka allows, reference §5.6), and its record is invisible read_committed."""
+    Kafka allows, docs/protocol.md), and its record is invisible read_committed."""
     transactional_id = f"stop-{topic_name}"
     data_dir = tmp_path / "data"
     caplog.set_level(logging.ERROR)
@@ -640,7 +640,7 @@ def test_lost_end_txn_response_other_clients(oncelog_broker: str, topic_name: st
 
 
 def test_retried_end_txn_is_answered_from_the_completed_state(oncelog_broker: str, topic_name: str) -> None:
-    """Raw EndTxn v3 against the table of reference §5.4, as a client retrying after a lost response sees
+    """Raw EndTxn v3 against the EndTxn rules of docs/protocol.md, as a client retrying after a lost response sees
     it: commit → NONE; the same commit again → NONE with no second marker; abort after the commit →
     INVALID_TXN_STATE (48); EndTxn with no transaction open (Empty) → INVALID_TXN_STATE."""
     create_topic(oncelog_broker, topic_name, 1)

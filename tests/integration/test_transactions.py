@@ -1,6 +1,6 @@
 """Transactions with real clients (confluent-kafka, kafka-python, aiokafka) against a real broker.
 
-What is pinned here (docs/kafka-eos-reference.md §5–§7, §9): committed data becomes visible to read_committed
+What is pinned here (docs/protocol.md, Transactions to Transactional offsets): committed data becomes visible to read_committed
 readers and aborted data never does; control batches take one offset each and every client steps over them
 to the end of the log; an open transaction holds the last stable offset (LSO) — and with it every later
 record, transactional or not — until it ends; a second instance with the same transactional.id fences the
@@ -626,8 +626,8 @@ def test_interleaved_transactions_read_from_every_offset(oncelog_broker: str, to
     """Two transactional producers interleave batches on one partition with a non-transactional one; each
     producer has one committed and one aborted transaction, in opposite orders. A read_committed consumer
     of `client` started at every offset of the log, fetching one batch at a time, gets exactly the committed
-    records from there on and reaches the end. This pins the aborted-transactions list of Fetch (reference
-    §6.3): an aborted transaction is listed only if it overlaps the fetched range — listing B's aborted
+    records from there on and reaches the end. This pins the aborted-transactions list of Fetch
+    (docs/protocol.md, read_committed): an aborted transaction is listed only if it overlaps the fetched range — listing B's aborted
     transaction to a fetch that starts after its ABORT marker would hide B's later committed records."""
     create_topic(oncelog_broker, topic_name, 1)
     with aio_runner() as runner, txn_producer("confluent", oncelog_broker, runner) as a, \
@@ -725,7 +725,7 @@ def test_second_instance_fences_the_first(oncelog_broker: str, topic_name: str, 
         first.flush()
 
         second.init()  # fences the first instance and aborts its transaction
-        # The abort used epoch + 1, the client's retried InitProducerId bumped again (reference §5.9).
+        # The abort used epoch + 1, the client's retried InitProducerId bumped again (Kafka's fencing rule).
         fenced = describe_transaction(oncelog_broker, transactional_id)
         assert (fenced.transaction_state, fenced.producer_epoch) == ("Empty", first_epoch + 2)
         second.begin()

@@ -1,7 +1,7 @@
-"""Broker-side idempotence (docs/kafka-eos-reference.md §4): the producer state of one partition.
+"""Broker-side idempotence (docs/protocol.md, Idempotent producers): the producer state of one partition.
 
-A hypothesis state machine drives one `ProducerStateManager` against a small model written from the
-reference's rules (duplicate check first, then epoch, then sequence; a window of the last five batches,
+A hypothesis state machine drives one `ProducerStateManager` against a small model written from
+Kafka's rules (duplicate check first, then epoch, then sequence; a window of the last five batches,
 one after a snapshot reload). Plain tests pin the individual rules, the snapshot format and files, and
 the `PartitionLog` integration: retries are recognised after a clean close, an unclean reopen and a roll.
 """
@@ -104,7 +104,7 @@ class ProducerStateMachine(RuleBasedStateMachine):
     # --- the model ---------------------------------------------------------------------------------
 
     def expected(self, producer_id: int, epoch: int, base_sequence: int, record_count: int) -> tuple[object, ...]:
-        """What Kafka answers, written from §4.2 independently of the code under test."""
+        """What Kafka answers, written from Kafka's rules (docs/protocol.md) independently of the code under test."""
         producer = self.producers.get(producer_id)
         if producer is None:
             return ("accept", 0, 0)

@@ -1,7 +1,7 @@
 """The dispatch table: one module per API key, each stating its versions and behaviour.
 
 An API is advertised by ApiVersions if and only if it is in `HANDLERS`. `INTERNAL_HANDLERS` are served
-but never advertised (WriteTxnMarkers, for tooling: clients must not see it, reference §2.3).
+but never advertised (WriteTxnMarkers, for tooling: clients must not see it, docs/protocol.md).
 """
 
 from __future__ import annotations

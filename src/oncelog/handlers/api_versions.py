@@ -2,7 +2,7 @@
 
 Behaviour:
 - Lists exactly the APIs this broker implements, from the handler table, so an API is advertised if and
-  only if it has a handler (docs/kafka-eos-reference.md §2.3 ranges).
+  only if it has a handler (docs/protocol.md, Which versions are advertised).
 - Responses always use response header v0 (KIP-511; handled by the codec).
 - A request with a version above 4 is answered by `unsupported_version_response`: error
   UNSUPPORTED_VERSION in a v0-encoded body listing our ApiVersions range, so every client falls back.

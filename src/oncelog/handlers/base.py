@@ -1,7 +1,7 @@
 """What a handler receives and what it may return.
 
 Theory of operation: a handler is a plain function `handle(context, request) -> Outcome` that runs on the
-broker's event loop without awaiting (rule 1 of docs/architecture: only `server/` awaits). When a
+broker's event loop without awaiting (only `server/` awaits). When a
 response must wait (acks=all durability, a long-poll fetch), the handler returns a description of the
 wait and a continuation, and the server does the waiting between two synchronous calls.
 """

@@ -1,6 +1,6 @@
 """EndTxn (key 26), versions 0–3.
 
-Behaviour: commit or abort as Kafka's `endTransaction` table (reference §5.4): from Ongoing the decision
+Behaviour: commit or abort as Kafka's `endTransaction` table (docs/protocol.md, Transactions): from Ongoing the decision
 is made durable (Prepare*), the markers are written to every partition of the transaction (the
 `__consumer_offsets` one included) and Complete* is written before the answer NONE; a retried EndTxn
 after completion gets NONE again; the opposite result → INVALID_TXN_STATE; Prepare* of the same result →

@@ -8,7 +8,7 @@ Behaviour:
 - Unknown topic or partition → UNKNOWN_TOPIC_OR_PARTITION (Produce never auto-creates; Metadata does).
   Internal topics (`__*`) cannot be written by clients → INVALID_TOPIC_EXCEPTION, as in Kafka.
 - Batches of idempotent producers (producer id ≥ 0) are checked against the partition's producer state
-  first (docs/kafka-eos-reference.md §4.2): a retried batch still in the last-five window is answered
+  first (docs/protocol.md, Idempotent producers): a retried batch still in the last-five window is answered
   NONE with its *original* base offset and not written again; a stale epoch → INVALID_PRODUCER_EPOCH;
   a sequence gap → OUT_OF_ORDER_SEQUENCE_NUMBER; an unknown producer is accepted at any sequence.
 - Transactions: a producer's first transactional batch on a partition is verified with the transaction

@@ -114,7 +114,7 @@ class TransactionIndex:
     def collect(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of aborted transactions overlapping [fetch_offset, upper_bound),
         sorted by first offset: every entry with last offset ≥ fetch offset and first offset < upper
-        bound (`LocalLog.addAbortedTransactions`; both conditions matter, see the reference §6.3)."""
+        bound (`LocalLog.addAbortedTransactions`; both conditions matter, see docs/protocol.md, read_committed)."""
         found = [
             (entry.producer_id, entry.first_offset)
             for entries in self._by_segment.values()

@@ -8,7 +8,7 @@ server closes that connection and nothing else.
 Request header v1 = api_key, api_version, correlation_id, client_id (nullable int16 string); v2 adds a
 tagged-field section. Response header v0 = correlation_id; v1 adds a tagged-field section. Which version
 applies follows the API's flexible versions, except that ApiVersions responses always use header v0
-(KIP-511). See docs/kafka-eos-reference.md §1.
+(KIP-511). See docs/protocol.md, Framing and headers.
 """
 
 from __future__ import annotations

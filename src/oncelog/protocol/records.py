@@ -4,7 +4,7 @@ Theory of operation: batches stay bytes. The produce path reads only the fixed-s
 fields it needs are there, even for compressed batches), checks the CRC-32C over bytes [21, end) and
 rewrites BaseOffset and PartitionLeaderEpoch, which the CRC does not cover. Records are decoded only for
 internal topics and tests (`iter_records`, uncompressed batches only). Layout and rules follow Kafka's
-`DefaultRecordBatch` and `LogValidator.validateBatch`; see docs/kafka-eos-reference.md §3.
+`DefaultRecordBatch` and `LogValidator.validateBatch`; see docs/protocol.md, Record batches.
 """
 
 from __future__ import annotations

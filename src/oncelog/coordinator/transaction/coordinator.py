@@ -9,8 +9,8 @@ Ending a transaction: EndTxn moves Ongoing → PrepareCommit/PrepareAbort (durab
 appended to every partition in the transaction, including the `__consumer_offsets` partition that holds
 its offsets, then CompleteCommit/CompleteAbort is written, and only then is EndTxn answered. Kafka
 answers right after Prepare*; answering after the markers gives the same guarantees on one node and
-spares clients (kafkajs in particular) CONCURRENT_TRANSACTIONS on their next call (reference §5.4).
-A restart that finds Prepare* in the log writes the markers again and completes (§5.8); markers are
+spares clients (kafkajs in particular) CONCURRENT_TRANSACTIONS on their next call (docs/protocol.md, Transactions).
+A restart that finds Prepare* in the log writes the markers again and completes; markers are
 idempotent for a partition without an open transaction.
 
 Fencing: InitProducerId bumps the epoch (a new producer id once the epoch is exhausted). If the previous
