@@ -201,7 +201,8 @@ def test_sequence_gap_is_out_of_order(oncelog_broker: str, topic_name: str) -> N
         assert produce_raw(client, topic_name, idempotent_batch(producer_id, 0, 3, [b"d"])) == (0, 3)
         assert produce_raw(client, topic_name, gap)[0] == 45
         no_sequence = idempotent_batch(producer_id, 0, -1, [b"e"])
-        assert produce_raw(client, topic_name, no_sequence)[0] == ErrorCode.invalid_record, "an idempotent batch needs a base sequence"
+        # An idempotent batch needs a base sequence.
+        assert produce_raw(client, topic_name, no_sequence)[0] == ErrorCode.invalid_record
         assert latest_offset(client, topic_name) == 4
 
 

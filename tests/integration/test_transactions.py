@@ -1,12 +1,12 @@
 """Transactions with real clients (confluent-kafka, kafka-python, aiokafka) against a real broker.
 
-What is pinned here (docs/protocol.md, Transactions to Transactional offsets): committed data becomes visible to read_committed
-readers and aborted data never does; control batches take one offset each and every client steps over them
-to the end of the log; an open transaction holds the last stable offset (LSO) — and with it every later
-record, transactional or not — until it ends; a second instance with the same transactional.id fences the
-first and aborts its open transaction; a hung transaction is aborted after its timeout and its producer is
-fenced; offsets sent with `send_offsets_to_transaction` become the group's committed offsets only when the
-transaction commits (OffsetFetch with RequireStable answers UNSTABLE_OFFSET_COMMIT meanwhile); and
+What is pinned here (docs/protocol.md, Transactions to Transactional offsets): committed data becomes visible
+to read_committed readers and aborted data never does; control batches take one offset each and every client
+steps over them to the end of the log; an open transaction holds the last stable offset (LSO) — and with it
+every later record, transactional or not — until it ends; a second instance with the same transactional.id
+fences the first and aborts its open transaction; a hung transaction is aborted after its timeout and its
+producer is fenced; offsets sent with `send_offsets_to_transaction` become the group's committed offsets only
+when the transaction commits (OffsetFetch with RequireStable answers UNSTABLE_OFFSET_COMMIT meanwhile); and
 DescribeTransactions / ListTransactions report the coordinator's state.
 
 Each client is driven through one small synchronous adapter (`TxnProducer`, `Reader`), so every scenario
@@ -627,8 +627,9 @@ def test_interleaved_transactions_read_from_every_offset(oncelog_broker: str, to
     producer has one committed and one aborted transaction, in opposite orders. A read_committed consumer
     of `client` started at every offset of the log, fetching one batch at a time, gets exactly the committed
     records from there on and reaches the end. This pins the aborted-transactions list of Fetch
-    (docs/protocol.md, read_committed): an aborted transaction is listed only if it overlaps the fetched range — listing B's aborted
-    transaction to a fetch that starts after its ABORT marker would hide B's later committed records."""
+    (docs/protocol.md, read_committed): an aborted transaction is listed only if it overlaps the fetched
+    range — listing B's aborted transaction to a fetch that starts after its ABORT marker would hide B's
+    later committed records."""
     create_topic(oncelog_broker, topic_name, 1)
     with aio_runner() as runner, txn_producer("confluent", oncelog_broker, runner) as a, \
             txn_producer("confluent", oncelog_broker, runner) as b:
