@@ -21,29 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faults.disk_harness import DiskHarness, Workload, check
+from tests.faults.disk_harness import DiskHarness, Workload, restart_and_check, run_workload
 
 from oncelog.fs import Fault
 
 KINDS = ("write", "fsync", "rename", "truncate", "open", "unlink", "sync_dir", "read", "mkdir", "remove_tree")
 
 
-def run_once(directory: Path, fault: Fault | None, disk_bytes: int | None) -> DiskHarness:
-    harness = DiskHarness(directory)
-    harness.start()
-    if fault is not None:
-        harness.plan.add(fault)
-    harness.plan.disk_bytes_left = disk_bytes
-    workload = Workload(harness)
-    workload.run()
-    harness.crash()
-    harness.plan.clear()
-    harness.start()
-    try:
-        check(harness, workload)
-    finally:
-        harness.crash()
-    return harness
+def run_once(directory: Path, fault: Fault | None, disk_bytes: int | None) -> None:
+    restart_and_check(*run_workload(directory, fault, disk_bytes))
 
 
 def main() -> int:

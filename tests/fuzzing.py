@@ -20,7 +20,7 @@ from kio.static.primitive import Records
 
 from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
 from oncelog.protocol.codec import encode_request, request_class
-from oncelog.protocol.framing import parse_request_header
+from oncelog.protocol.framing import parse_request_header, write_uvarint
 from oncelog.protocol.guard import length_prefixes
 from oncelog.protocol.records import build_batch
 
@@ -87,15 +87,6 @@ def valid_requests(draw: st.DrawFn) -> tuple[int, int, Any, bytes]:
     return api_key, version, request, frame
 
 
-def uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def mutate_length(frame: bytes, position: int, width: int, how: str) -> bytes:
     """Replace the length prefix at `position` (width 0 = compact uvarint)."""
     if width == 0:
@@ -109,7 +100,7 @@ def mutate_length(frame: bytes, position: int, width: int, how: str) -> bytes:
         new = {
             "huge": b"\xff\xff\xff\xff\x0f", "int_max": b"\xff\xff\xff\xff\x07", "negative": b"\xfe\xff\xff\xff\x0f",
             "null": b"\x00", "overlong_varint": b"\x80\x80\x80\x80\x80\x01", "zero": b"\x01",
-            "plus_one": uvarint(old + 1), "minus_one": uvarint(max(old - 1, 0)),
+            "plus_one": write_uvarint(old + 1), "minus_one": write_uvarint(max(old - 1, 0)),
         }[how]
         return frame[:position] + new + frame[end:]
     old = int.from_bytes(frame[position:position + width], "big", signed=True)

@@ -65,7 +65,7 @@ class _Body:
         self.position = skip_tagged_fields(self.data, self.position)
 
 
-def _describe_one(client: KafkaClient, transactional_id: str) -> TransactionState:
+def describe_transaction(client: KafkaClient, transactional_id: str) -> TransactionState:
     body = _Body(client.request_body(DESCRIBE_TRANSACTIONS, 0, {"transactional_ids": [transactional_id]}))
     body.fixed(">i")  # throttle time
     if body.uvarint() - 1 != 1:
@@ -82,7 +82,7 @@ def _describe_one(client: KafkaClient, transactional_id: str) -> TransactionStat
 
 
 def _describe(client: KafkaClient, transactional_id: str) -> str:
-    state = _describe_one(client, transactional_id)
+    state = describe_transaction(client, transactional_id)
     if state.error_code != ErrorCode.none:
         raise ClientError(f"transactional id {transactional_id}: {state.error_code.name.upper()}")
     start_ms = state.transaction_start_time_ms
@@ -124,7 +124,7 @@ def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms:
             continue
         transactional_id = by_producer.get(producer.producer_id)
         if transactional_id is not None:
-            state = _describe_one(client, transactional_id)
+            state = describe_transaction(client, transactional_id)
             in_transaction = any(name == topic and partition in ps for name, ps in state.topics)
             if state.transaction_state == "Ongoing" and in_transaction:
                 continue

@@ -29,7 +29,7 @@ from oncelog.broker import Broker
 from oncelog.config import broker_config
 from oncelog.coordinator.runtime import ManualScheduler
 from oncelog.errors import ErrorCode
-from oncelog.fs import OS_FILE_SYSTEM, FaultPlan, FaultyFileSystem
+from oncelog.fs import OS_FILE_SYSTEM, Fault, FaultPlan, FaultyFileSystem
 from oncelog.handlers import HANDLERS
 from oncelog.handlers.base import AwaitCompletion, AwaitData, AwaitDurable, RequestContext
 from oncelog.log.partition import PartitionLog
@@ -395,3 +395,27 @@ def check(harness: DiskHarness, workload: Workload) -> None:
     assert workload.init_producer()
     for partition in range(PARTITIONS):
         assert workload.produce(partition, [b"after-restart"], attempts=1), f"partition {partition} refuses writes"
+
+
+def run_workload(directory: Path, fault: Fault | None = None, disk_bytes: int | None = None
+                 ) -> tuple[DiskHarness, Workload]:
+    """A fresh broker in `directory`, `fault` injected and the disk limited to `disk_bytes`, the workload run."""
+    harness = DiskHarness(directory)
+    harness.start()
+    if fault is not None:
+        harness.plan.add(fault)
+    harness.plan.disk_bytes_left = disk_bytes
+    workload = Workload(harness)
+    workload.run()
+    return harness, workload
+
+
+def restart_and_check(harness: DiskHarness, workload: Workload) -> None:
+    """Drop the broker as kill -9 would, clear the faults, restart, check, and drop it again."""
+    harness.crash()
+    harness.plan.clear()
+    harness.start()
+    try:
+        check(harness, workload)
+    finally:
+        harness.crash()

@@ -18,7 +18,15 @@ import pytest
 
 from oncelog.errors import ErrorCode
 from oncelog.fs import Fault
-from tests.faults.disk_harness import TOPIC, DiskHarness, Workload, check, read_partition
+from tests.faults.disk_harness import (
+    TOPIC,
+    DiskHarness,
+    Workload,
+    check,
+    read_partition,
+    restart_and_check,
+    run_workload,
+)
 
 SWEEP_POINTS = 12
 """How many n per operation kind CI tries (spread over the dry run's count)."""
@@ -26,25 +34,8 @@ SWEEP_POINTS = 12
 KINDS = ("write", "fsync", "rename", "truncate", "open", "unlink", "sync_dir", "read")
 
 
-def _run(directory: Path, fault: Fault | None = None, disk_bytes: int | None = None) -> tuple[DiskHarness, Workload]:
-    harness = DiskHarness(directory)
-    harness.start()
-    if fault is not None:
-        harness.plan.add(fault)
-    harness.plan.disk_bytes_left = disk_bytes
-    workload = Workload(harness)
-    workload.run()
-    return harness, workload
-
-
-def _restart_and_check(harness: DiskHarness, workload: Workload) -> None:
-    harness.crash()
-    harness.plan.clear()
-    harness.start()
-    try:
-        check(harness, workload)
-    finally:
-        harness.crash()
+_run = run_workload
+_restart_and_check = restart_and_check
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -18,16 +17,9 @@ from oncelog.config import TopicConfig, broker_config
 from oncelog.errors import ErrorCode
 from oncelog.log.manager import LogManager
 from oncelog.testing import BrokerProcess, embedded_broker
-from tests.helpers import create_topic
+from tests.helpers import create_topic, create_topic_result
 
-
-def _create(bootstrap: str, name: str, partitions: int = 1, configs: dict[str, str] | None = None) -> Any:
-    with KafkaClient(bootstrap) as client:
-        response = client.request(19, 5, {"topics": [{
-            "name": name, "num_partitions": partitions, "replication_factor": 1, "assignments": [],
-            "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()]}],
-            "timeout": 10_000, "validate_only": False})
-    return response.topics[0]
+_create = create_topic_result
 
 
 def _delete(bootstrap: str, name: str) -> ErrorCode:

@@ -16,7 +16,6 @@ reads the same for the three clients; aiokafka's coroutines run on one private e
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -35,9 +34,9 @@ from aiokafka.structs import OffsetAndMetadata as AioOffsetAndMetadata
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from kafka.structs import OffsetAndMetadata as KafkaPythonOffsetAndMetadata
 
+from oncelog import admin_transactions
 from oncelog.client import KafkaClient
 from oncelog.errors import ErrorCode
-from oncelog.protocol.codec import build_request, encode_request
 from oncelog.testing import embedded_broker
 from tests.helpers import create_topic
 
@@ -85,76 +84,17 @@ def offset_fetch(bootstrap: str, group_id: str, topic: str, partitions: list[int
             for t in response.topics for p in t.partitions}
 
 
-@dataclass(frozen=True)
-class DescribedTransaction:
-    error_code: int
-    transactional_id: str
-    transaction_state: str
-    transaction_timeout_ms: int
-    transaction_start_time_ms: int
-    producer_id: int
-    producer_epoch: int
-    partitions: list[tuple[str, int]]
-
-
-class _WireReader:
-    """Just enough of the flexible wire format to read a DescribeTransactions v0 response by hand: kio's
-    reader refuses TransactionStartTimeMs = -1, which Kafka sends for a transactional id with no open
-    transaction (Empty)."""
-
-    def __init__(self, data: bytes, position: int = 0) -> None:
-        self.data = data
-        self.position = position
-
-    def fixed(self, fmt: str) -> int:
-        (value,) = struct.unpack_from(fmt, self.data, self.position)
-        self.position += struct.calcsize(fmt)
-        return int(value)
-
-    def varint(self) -> int:
-        shift = value = 0
-        while True:
-            byte = self.data[self.position]
-            self.position += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    def string(self) -> str:
-        size = self.varint() - 1
-        text = self.data[self.position:self.position + size].decode()
-        self.position += size
-        return text
-
-    def skip_tags(self) -> None:
-        for _ in range(self.varint()):
-            self.varint()
-            self.position += self.varint()
-
-
-def describe_transaction(bootstrap: str, transactional_id: str) -> DescribedTransaction:
-    """DescribeTransactions v0 of one transactional id."""
-    request = build_request(65, 0, {"transactional_ids": [transactional_id]})
+def describe_transaction(bootstrap: str, transactional_id: str) -> admin_transactions.TransactionState:
+    """DescribeTransactions v0 of one transactional id, read as `oncelog transactions describe` reads it
+    (by hand: kio refuses the start time -1 Kafka sends for an Empty id)."""
     with KafkaClient(bootstrap) as client:
-        client.send_raw(encode_request(65, 0, 7, "describe", request))
-        frame = _WireReader(client.receive_frame())
-    assert frame.fixed(">i") == 7
-    frame.skip_tags()  # response header v1
-    frame.fixed(">i")  # throttle time
-    assert frame.varint() - 1 == 1, "one transactional id asked, one answered"
-    error_code, answered_id, state = frame.fixed(">h"), frame.string(), frame.string()
-    timeout_ms, start_ms = frame.fixed(">i"), frame.fixed(">q")
-    producer_id, epoch = frame.fixed(">q"), frame.fixed(">h")
-    partitions = []
-    for _ in range(frame.varint() - 1):
-        topic = frame.string()
-        partitions += [(topic, frame.fixed(">i")) for _ in range(frame.varint() - 1)]
-        frame.skip_tags()
-    frame.skip_tags()
-    assert answered_id == transactional_id
-    return DescribedTransaction(error_code, answered_id, state, timeout_ms, start_ms, producer_id, epoch,
-                                sorted(partitions))
+        state = admin_transactions.describe_transaction(client, transactional_id)
+    assert state.transactional_id == transactional_id
+    return state
+
+
+def _partitions(state: admin_transactions.TransactionState) -> list[tuple[str, int]]:
+    return sorted((topic, partition) for topic, partitions in state.topics for partition in partitions)
 
 
 def list_transactions(bootstrap: str, state_filters: list[str] | None = None) -> dict[str, tuple[int, str]]:
@@ -879,7 +819,7 @@ def test_describe_and_list_transactions(oncelog_broker: str, topic_name: str) ->
         assert (int(ongoing.producer_id), int(ongoing.producer_epoch)) == (producer_id, int(empty.producer_epoch))
         assert ongoing.transaction_timeout_ms == 45_000
         assert time.time() - 60 < ongoing.transaction_start_time_ms / 1000 <= time.time() + 1
-        assert ongoing.partitions == [(topic_name, 0), (topic_name, 2)]
+        assert _partitions(ongoing) == [(topic_name, 0), (topic_name, 2)]
         assert list_transactions(oncelog_broker)[transactional_id] == (producer_id, "Ongoing")
         assert transactional_id in list_transactions(oncelog_broker, ["Ongoing"])
         assert transactional_id not in list_transactions(oncelog_broker, ["CompleteCommit"])
@@ -887,7 +827,7 @@ def test_describe_and_list_transactions(oncelog_broker: str, topic_name: str) ->
         producer.commit()
         done = describe_transaction(oncelog_broker, transactional_id)
         assert (done.error_code, done.transaction_state) == (ErrorCode.none, "CompleteCommit")
-        assert done.partitions == []
+        assert _partitions(done) == []
         assert list_transactions(oncelog_broker)[transactional_id] == (producer_id, "CompleteCommit")
         assert transactional_id in list_transactions(oncelog_broker, ["CompleteCommit"])
         assert transactional_id not in list_transactions(oncelog_broker, ["Ongoing"])

@@ -112,20 +112,33 @@ def parse_request_header(frame: bytes, flexible: bool) -> RequestHeader:
     return RequestHeader(api_key, api_version, correlation_id, client_id, position)
 
 
-def read_uvarint(data: bytes, position: int) -> tuple[int, int]:
-    shift = 0
-    value = 0
-    while True:
-        if position >= len(data):
-            raise ProtocolError("unsigned varint runs past the end of the frame")
+VARINT_BYTES_MAX = 5
+
+
+def read_uvarint(data: bytes, position: int, end: int | None = None) -> tuple[int, int]:
+    """(value, next position) of the unsigned varint at `position`, which must end before `end` (default:
+    the end of `data`) and take at most five bytes."""
+    end = len(data) if end is None else end
+    value = shift = 0
+    for _ in range(VARINT_BYTES_MAX):
+        if position >= end:
+            raise ProtocolError(f"unsigned varint runs past the end of the frame (byte {position})")
         byte = data[position]
         position += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, position
         shift += 7
-        if shift > 28:
-            raise ProtocolError("unsigned varint is too long")
+    raise ProtocolError(f"unsigned varint is longer than five bytes (byte {position})")
+
+
+def write_uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def skip_tagged_fields(data: bytes, position: int) -> int:

@@ -34,13 +34,13 @@ from typing import Any
 
 from oncelog.errors import ProtocolError
 
+from .framing import read_uvarint, write_uvarint
+
 DECODE_EXPANSION_MAX = 16
 """Decoded objects may take at most this many times the frame's size (plus the slack below)."""
 
 DECODE_SLACK_BYTES = 64 * 1024
 """Fixed allowance on top of the multiple: small requests decode into a few objects of fixed size."""
-
-VARINT_BYTES_MAX = 5
 
 
 class _Cost:
@@ -211,33 +211,19 @@ def _too_many(what: str, count: int, position: int) -> ProtocolError:
     return ProtocolError(f"{what} claims {count} elements, more than the frame can hold (byte {position})")
 
 
-def _uvarint(data: bytes, position: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(VARINT_BYTES_MAX):
-        if position >= end:
-            raise _short("unsigned varint", position)
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-    raise ProtocolError(f"unsigned varint is longer than five bytes (byte {position})")
-
-
 def _tagged(walk: _Walk, data: bytes, end: int, position: int, known: dict[int, tuple[str, Walker]]) -> int:
     """A tagged-field section that is not empty (rare): known tags must fill their size exactly, unknown
     ones are recorded as cuts (Kafka ignores them, kio refuses them)."""
     start = position
-    count, position = _uvarint(data, position, end)
+    count, position = read_uvarint(data, position, end)
     if count > end - position:
         raise ProtocolError(f"{count} tagged fields cannot fit in what is left of the frame (byte {position})")
     kept: list[bytes] = []
     dropped = False
     for _ in range(count):
         field_start = position
-        tag, position = _uvarint(data, position, end)
-        size, position = _uvarint(data, position, end)
+        tag, position = read_uvarint(data, position, end)
+        size, position = read_uvarint(data, position, end)
         content_end = position + size
         if content_end > end:
             raise _short(f"tagged field {tag}", position)
@@ -256,17 +242,8 @@ def _tagged(walk: _Walk, data: bytes, end: int, position: int, known: dict[int, 
             raise ProtocolError(f"tagged field {name} does not fill its declared {size} bytes (byte {position})")
         kept.append(data[field_start:content_end])
     if dropped:
-        walk.cuts.append((start, position, _uvarint_bytes(len(kept)) + b"".join(kept)))
+        walk.cuts.append((start, position, write_uvarint(len(kept)) + b"".join(kept)))
     return position
-
-
-def _uvarint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 # --- code generation ------------------------------------------------------------------------------------
@@ -278,7 +255,7 @@ class _Emitter:
     def __init__(self, trace: bool) -> None:
         self.trace = trace
         self.namespace: dict[str, Any] = {
-            "_short": _short, "_bad_length": _bad_length, "_too_many": _too_many, "_uvarint": _uvarint,
+            "_short": _short, "_bad_length": _bad_length, "_too_many": _too_many, "_uvarint": read_uvarint,
             "_tagged": _tagged, "_I16": _I16, "_I32": _I32, "_LP": LengthPrefix,
         }
         self._count = 0
