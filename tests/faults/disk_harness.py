@@ -31,7 +31,7 @@ from oncelog.coordinator.runtime import ManualScheduler
 from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, Fault, FaultPlan, FaultyFileSystem
 from oncelog.handlers import HANDLERS
-from oncelog.handlers.base import AwaitCompletion, AwaitData, AwaitDurable, RequestContext
+from oncelog.handlers.base import AwaitCompletion, AwaitData, RequestContext
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_request
 from oncelog.protocol.records import build_batch, iter_batches, iter_records
@@ -126,10 +126,7 @@ class DiskHarness:
         context = RequestContext(self.broker, api_key, version, 1, "harness", "test:1")
         outcome = api.handle(context, request)
         for _ in range(100):
-            if isinstance(outcome, AwaitDurable):
-                ok = all(self.durable(log, offset) for log, offset in outcome.targets)
-                outcome = outcome.respond() if ok else outcome.on_failure()
-            elif isinstance(outcome, AwaitCompletion):
+            if isinstance(outcome, AwaitCompletion):
                 self.settle()
                 if not outcome.completion.done:  # a coordinator retry timer (markers)
                     self.scheduler.advance(1000)

@@ -123,3 +123,23 @@ class ManualScheduler:
             self.now_ms = timer.due_ms
             timer.callback()
         self.now_ms = target
+
+
+def gather(completions: list[Completion[T]]) -> Completion[list[T]]:
+    """One completion resolved with every value, in order, once all of `completions` are resolved."""
+    combined: Completion[list[T]] = Completion()
+    values: list[T | None] = [None] * len(completions)
+    remaining = len(completions)
+
+    def one(index: int, value: T) -> None:
+        nonlocal remaining
+        values[index] = value
+        remaining -= 1
+        if remaining == 0:
+            combined.resolve(values)  # type: ignore[arg-type]
+
+    if not completions:
+        combined.resolve([])
+    for index, completion in enumerate(completions):
+        completion.on_done(lambda value, index=index: one(index, value))  # type: ignore[misc]
+    return combined

@@ -21,7 +21,7 @@ def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
     partition = broker.groups.partition_of(request.group_id)
     try:
-        broker.internal_log(OFFSETS_TOPIC, partition)
+        broker.ensure_coordinator_partition(OFFSETS_TOPIC, partition)
     except KafkaError:
         return build_response(API_KEY, context.api_version,
                               {"throttle_time": 0, "error_code": ErrorCode.coordinator_not_available})

@@ -18,7 +18,7 @@ from oncelog.protocol.codec import build_response
 
 if TYPE_CHECKING:
     from oncelog.broker import Broker
-    from oncelog.log.partition import PartitionLog
+    from oncelog.storage.api import PartitionKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,33 +46,25 @@ CLOSE_CONNECTION: Final = _CloseConnection()
 
 
 @dataclass(frozen=True, slots=True)
-class AwaitDurable:
-    """Answer with `respond()` once every (log, offset) is fsynced below offset."""
-
-    targets: list[tuple[PartitionLog, int]]
-    respond: Callable[[], Any]
-    on_failure: Callable[[], Any]
-
-
-@dataclass(frozen=True, slots=True)
 class AwaitData:
-    """Wake when any of `logs` changes or `wait_ms` passes, then call `retry(deadline_passed)`."""
+    """Wake when any of `partitions` changes or `wait_ms` passes, then call `retry(deadline_passed)`."""
 
-    logs: list[PartitionLog]
+    partitions: list[PartitionKey]
     wait_ms: int
     retry: Callable[[bool], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class AwaitCompletion:
-    """Answer with `respond(value)` once a coordinator resolves `completion` (a rebalance, a write)."""
+    """Answer with `respond(value)` once `completion` is resolved (a rebalance, a durable write, a storage
+    round trip)."""
 
     completion: Completion[Any]
     respond: Callable[[Any], Any]
 
 
 Outcome = Any
-"""A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitDurable, AwaitData or AwaitCompletion."""
+"""A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitData or AwaitCompletion."""
 
 Handler = Callable[[RequestContext, Any], Outcome]
 

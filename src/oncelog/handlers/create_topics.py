@@ -15,10 +15,12 @@ from collections import Counter
 from typing import Any
 
 from oncelog.config import TOPIC_CONFIGS
+from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
+from oncelog.topic_admin import Created, create_topic
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 19
 VERSIONS = (2, 5)
@@ -27,7 +29,7 @@ CONFIG_SOURCE_TOPIC = 1
 CONFIG_SOURCE_DEFAULT = 5
 
 
-def _create_one(context: RequestContext, topic: Any, validate_only: bool) -> dict[str, Any]:
+def _create_one(context: RequestContext, topic: Any, validate_only: bool) -> Completion[dict[str, Any]]:
     broker = context.broker
     node = broker.config.node_id
     result: dict[str, Any] = {"name": topic.name, "error_code": ErrorCode.none, "error_message": None,
@@ -46,12 +48,22 @@ def _create_one(context: RequestContext, topic: Any, validate_only: bool) -> dic
                                  f"every partition must be assigned to the single broker {node}")
             num_partitions, replication_factor = len(indexes), 1
         configs = {config.name: config.value for config in topic.configs}
-        partitions, replicas, topic_config = broker.create_topic(
-            topic.name, num_partitions, replication_factor, configs, validate_only=validate_only
-        )
+        creating = create_topic(broker, topic.name, num_partitions, replication_factor, configs,
+                                validate_only=validate_only)
     except KafkaError as error:
         result.update(error_code=error.code, error_message=error.message)
+        return resolved(result)
+    done: Completion[dict[str, Any]] = Completion()
+    creating.on_done(lambda outcome: done.resolve(_result(context, result, outcome)))
+    return done
+
+
+def _result(context: RequestContext, result: dict[str, Any], outcome: Created | KafkaError) -> dict[str, Any]:
+    if isinstance(outcome, KafkaError):
+        result.update(error_code=outcome.code, error_message=outcome.message)
         return result
+    partitions, replicas, topic_config = outcome
+    broker = context.broker
     result.update(
         num_partitions=partitions,
         replication_factor=replicas,
@@ -71,14 +83,19 @@ def _create_one(context: RequestContext, topic: Any, validate_only: bool) -> dic
 
 def handle(context: RequestContext, request: Any) -> Any:
     counts = Counter(topic.name for topic in request.topics)
-    results = []
+    results: list[Completion[dict[str, Any]]] = []
     for topic in request.topics:
         if counts[topic.name] > 1:
-            results.append({"name": topic.name, "error_code": ErrorCode.invalid_request,
-                            "error_message": "topic named more than once in the request", "configs": None})
+            results.append(resolved({"name": topic.name, "error_code": ErrorCode.invalid_request,
+                                     "error_message": "topic named more than once in the request", "configs": None}))
         else:
             results.append(_create_one(context, topic, bool(request.validate_only)))
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": results})
+
+    def respond(topics: list[dict[str, Any]]) -> Any:
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+    created = gather(results)
+    return respond(created.value()) if created.done else AwaitCompletion(created, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

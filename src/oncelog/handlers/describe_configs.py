@@ -39,7 +39,7 @@ def _broker_property_of(field_name: str) -> str:
 
 
 def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -> list[dict[str, Any]]:
-    topic = context.broker.logs.topic(name)
+    topic = context.broker.storage.topic(name)
     assert topic is not None
     broker = context.broker.config
     entries = []
@@ -89,7 +89,7 @@ def handle(context: RequestContext, request: Any) -> Any:
                                   "resource_name": resource.resource_name, "configs": []}
         resource_type = int(resource.resource_type)
         if resource_type == RESOURCE_TOPIC:
-            if context.broker.logs.topic(resource.resource_name) is None:
+            if context.broker.storage.topic(resource.resource_name) is None:
                 result.update(error_code=ErrorCode.unknown_topic_or_partition,
                               error_message=f"topic '{resource.resource_name}' does not exist")
             else:

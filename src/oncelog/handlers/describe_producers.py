@@ -10,43 +10,46 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.errors import ErrorCode
-from oncelog.log.producer_state import iter_entries
 from oncelog.protocol.codec import build_response
+from oncelog.storage.api import Producers
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 61
 VERSIONS = (0, 0)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    topics = []
-    for topic in request.topics:
-        partitions = []
-        for index in topic.partition_indexes:
-            log = context.broker.logs.get(topic.name, index)
-            if log is None:
-                partitions.append({"partition_index": index, "error_code": ErrorCode.unknown_topic_or_partition,
-                                   "error_message": None, "active_producers": []})
-                continue
-            partitions.append({
-                "partition_index": index,
-                "error_code": ErrorCode.none,
-                "error_message": None,
-                "active_producers": [
-                    {
-                        "producer_id": entry.producer_id,
-                        "producer_epoch": entry.producer_epoch,
-                        "last_sequence": entry.last_sequence,
-                        "last_timestamp": entry.last_timestamp,
-                        "coordinator_epoch": entry.coordinator_epoch,
-                        "current_txn_start_offset": entry.current_txn_first_offset,
-                    }
-                    for entry in iter_entries(log.producer_state)
-                ],
-            })
-        topics.append({"name": topic.name, "partitions": partitions})
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+    keys = [(topic.name, index) for topic in request.topics for index in topic.partition_indexes]
+
+    def respond(described: list[Producers]) -> Any:
+        found = iter(described)
+        topics = []
+        for topic in request.topics:
+            partitions = []
+            for index in topic.partition_indexes:
+                producers = next(found)
+                partitions.append({
+                    "partition_index": index,
+                    "error_code": producers.error,
+                    "error_message": None,
+                    "active_producers": [
+                        {
+                            "producer_id": producer.producer_id,
+                            "producer_epoch": producer.producer_epoch,
+                            "last_sequence": producer.last_sequence,
+                            "last_timestamp": producer.last_timestamp,
+                            "coordinator_epoch": producer.coordinator_epoch,
+                            "current_txn_start_offset": producer.current_txn_start_offset,
+                        }
+                        for producer in producers.active
+                    ],
+                })
+            topics.append({"name": topic.name, "partitions": partitions})
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+    completion = context.broker.storage.producers(keys)
+    return respond(completion.value()) if completion.done else AwaitCompletion(completion, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.broker import LEADER_EPOCH
-from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.partition import PartitionLog
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response, duration_ms
-from oncelog.protocol.records import iter_batches
+from oncelog.storage.api import LEADER_EPOCH, PartitionData, PartitionKey, Read
 
-from .base import AwaitData, RequestContext
+from .base import AwaitCompletion, AwaitData, RequestContext
 
 API_KEY = 1
 VERSIONS = (4, 12)
@@ -48,76 +46,72 @@ def _error(index: int, code: ErrorCode) -> dict[str, Any]:
     }
 
 
-def _read_partition(context: RequestContext, topic_name: str, partition: Any, max_bytes: int,
-                    read_committed: bool, first: bool, logs: list[PartitionLog]) -> dict[str, Any]:
-    index = partition.partition
-    log = context.broker.logs.get(topic_name, index)
-    if log is None:
-        return _error(index, ErrorCode.unknown_topic_or_partition)
-    current_leader_epoch = int(getattr(partition, "current_leader_epoch", -1))
-    if current_leader_epoch > LEADER_EPOCH:
-        return _error(index, ErrorCode.unknown_leader_epoch)
-    logs.append(log)
-    high_watermark = log.high_watermark
-    last_stable_offset = log.last_stable_offset
-    upper_bound = last_stable_offset if read_committed else high_watermark
-    try:
-        records = log.read(partition.fetch_offset, max_bytes, upper_bound, min_one_batch=first)
-    except KafkaError as error:
-        result = _error(index, error.code)
-        result.update(high_watermark=high_watermark, last_stable_offset=last_stable_offset,
-                      log_start_offset=log.log_start_offset)
-        return result
+def _entry(index: int, data: PartitionData) -> dict[str, Any]:
     aborted = None
-    if read_committed:
-        returned_end = _end_offset(records) if records else partition.fetch_offset
+    if data.aborted is not None:
         aborted = [{"producer_id": producer_id, "first_offset": first_offset}
-                   for producer_id, first_offset in log.aborted_transactions(partition.fetch_offset, returned_end)]
+                   for producer_id, first_offset in data.aborted]
     return {
         "partition_index": index,
-        "error_code": ErrorCode.none,
-        "high_watermark": high_watermark,
-        "last_stable_offset": last_stable_offset,
-        "log_start_offset": log.log_start_offset,
+        "error_code": data.error,
+        "high_watermark": data.high_watermark,
+        "last_stable_offset": data.last_stable_offset,
+        "log_start_offset": data.log_start_offset,
         "aborted_transactions": aborted,
         "preferred_read_replica": -1,
-        "records": records,
+        "records": data.records,
     }
-
-
-def _end_offset(records: bytes) -> int:
-    """The offset after the last batch in `records` (whole batches, as the log returns them)."""
-    end = 0
-    for _position, header in iter_batches(records):
-        end = header.next_offset
-    return end
 
 
 def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> Any:
     read_committed = int(getattr(request, "isolation_level", 0)) == READ_COMMITTED
     # The broker's fetch.max.bytes caps what one response may carry, whatever the client asks for.
-    remaining = min(int(getattr(request, "max_bytes", 2**31 - 1)), context.broker.config.fetch_max_bytes)
-    total = 0
-    logs: list[PartitionLog] = []
-    responses = []
+    max_bytes = min(int(getattr(request, "max_bytes", 2**31 - 1)), context.broker.config.fetch_max_bytes)
+    reads: list[Read] = []
+    entries: list[dict[str, Any] | None] = []
     for topic in request.topics:
-        partitions = []
         for partition in topic.partitions:
-            limit = max(0, min(int(partition.partition_max_bytes), remaining))
-            result = _read_partition(context, topic.topic, partition, limit, read_committed, total == 0, logs)
-            size = len(result["records"] or b"")
-            total += size
-            remaining -= size
-            partitions.append(result)
-        responses.append({"topic": topic.topic, "partitions": partitions})
-    wait_ms = min(duration_ms(request.max_wait), context.broker.config.fetch_max_wait_ms_max)
-    if not deadline_passed and total < int(request.min_bytes) and wait_ms > 0 and logs:
-        return AwaitData(logs, wait_ms, lambda passed: _respond(context, request, passed))
-    return build_response(
-        API_KEY,
-        context.api_version,
-        {"throttle_time": 0, "error_code": ErrorCode.none, "session_id": 0, "responses": responses},
-    )
+            if int(getattr(partition, "current_leader_epoch", -1)) > LEADER_EPOCH:
+                entries.append(_error(partition.partition, ErrorCode.unknown_leader_epoch))
+                continue
+            entries.append(None)
+            reads.append(Read(topic.topic, partition.partition, int(partition.fetch_offset),
+                              int(partition.partition_max_bytes)))
+
+    def finish(results: list[PartitionData]) -> Any:
+        found = iter(results)
+        responses = []
+        total = 0
+        waiting_on: list[PartitionKey] = []
+        position = 0
+        for topic in request.topics:
+            partitions = []
+            for partition in topic.partitions:
+                entry = entries[position]
+                position += 1
+                if entry is None:
+                    data = next(found)
+                    entry = _entry(partition.partition, data)
+                    total += len(data.records or b"")
+                    if data.error != ErrorCode.unknown_topic_or_partition:
+                        waiting_on.append((topic.topic, partition.partition))
+                partitions.append(entry)
+            responses.append({"topic": topic.topic, "partitions": partitions})
+        wait_ms = min(duration_ms(request.max_wait), context.broker.config.fetch_max_wait_ms_max)
+        if not deadline_passed and total < int(request.min_bytes) and wait_ms > 0 and waiting_on:
+            return AwaitData(waiting_on, wait_ms, lambda passed: _respond(context, request, passed))
+        return build_response(
+            API_KEY,
+            context.api_version,
+            {"throttle_time": 0, "error_code": ErrorCode.none, "session_id": 0, "responses": responses},
+        )
+
+    if not reads:
+        return finish([])
+    completion = context.broker.storage.fetch(reads, max_bytes, read_committed)
+    if completion.done:
+        return finish(completion.value())
+    return AwaitCompletion(completion, finish)
 
 
 def handle(context: RequestContext, request: Any) -> Any:

@@ -35,10 +35,10 @@ def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[st
         return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}
     try:
         if key_type == KEY_TYPE_GROUP:
-            broker.internal_log(OFFSETS_TOPIC, broker.groups.partition_of(key))
+            broker.ensure_coordinator_partition(OFFSETS_TOPIC, broker.groups.partition_of(key))
             return found
         if key_type == KEY_TYPE_TRANSACTION:
-            broker.internal_log(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(key))
+            broker.ensure_coordinator_partition(TRANSACTION_STATE_TOPIC, broker.transactions.partition_of(key))
             return found
     except KafkaError as error:  # the coordinator's partition cannot be created or is offline
         return {**missing, "error_code": ErrorCode.coordinator_not_available, "error_message": error.message}

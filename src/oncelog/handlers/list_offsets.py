@@ -14,65 +14,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.broker import LEADER_EPOCH
-from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.partition import PartitionLog
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.storage.api import LEADER_EPOCH, FoundOffset, OffsetQuery
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 2
 VERSIONS = (1, 7)
 
-LATEST = -1
-EARLIEST = -2
-MAX_TIMESTAMP = -3
 READ_COMMITTED = 1
-
-
-def offset_for(log: PartitionLog, timestamp: int, read_committed: bool) -> tuple[int, int]:
-    """(offset, timestamp) answering a ListOffsets query on one partition."""
-    fetchable_end = log.last_stable_offset if read_committed else log.high_watermark
-    if timestamp == LATEST:
-        return fetchable_end, -1
-    if timestamp == EARLIEST:
-        return log.log_start_offset, -1
-    if timestamp == MAX_TIMESTAMP:
-        largest = max((segment.max_timestamp for segment in log.segments), default=-1)
-        if largest < 0:
-            return -1, -1
-        timestamp = largest
-    found = log.offset_for_timestamp(timestamp)
-    if found is None or found[0] >= fetchable_end:
-        return -1, -1
-    return found
 
 
 def handle(context: RequestContext, request: Any) -> Any:
     read_committed = int(getattr(request, "isolation_level", 0)) == READ_COMMITTED
-    topics = []
-    for topic in request.topics:
-        partitions = []
-        for partition in topic.partitions:
-            log = context.broker.logs.get(topic.name, partition.partition_index)
-            if log is None or log.offline:
-                code = ErrorCode.unknown_topic_or_partition if log is None else ErrorCode.kafka_storage_error
-                partitions.append({"partition_index": partition.partition_index, "error_code": code})
-                continue
-            try:
-                offset, timestamp = offset_for(log, int(partition.timestamp), read_committed)
-            except KafkaError as error:  # the partition is offline
-                partitions.append({"partition_index": partition.partition_index, "error_code": error.code})
-                continue
-            partitions.append({
-                "partition_index": partition.partition_index,
-                "error_code": ErrorCode.none,
-                "timestamp": timestamp,
-                "offset": offset,
-                "leader_epoch": LEADER_EPOCH,
-            })
-        topics.append({"name": topic.name, "partitions": partitions})
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+    queries = [OffsetQuery(topic.name, partition.partition_index, int(partition.timestamp))
+               for topic in request.topics for partition in topic.partitions]
+
+    def respond(found: list[FoundOffset]) -> Any:
+        results = iter(found)
+        topics = []
+        for topic in request.topics:
+            partitions = []
+            for partition in topic.partitions:
+                result = next(results)
+                if result.error != ErrorCode.none:
+                    partitions.append({"partition_index": partition.partition_index, "error_code": result.error})
+                    continue
+                partitions.append({
+                    "partition_index": partition.partition_index,
+                    "error_code": ErrorCode.none,
+                    "timestamp": result.timestamp,
+                    "offset": result.offset,
+                    "leader_epoch": LEADER_EPOCH,
+                })
+            topics.append({"name": topic.name, "partitions": partitions})
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+    completion = context.broker.storage.list_offsets(queries, read_committed)
+    return respond(completion.value()) if completion.done else AwaitCompletion(completion, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from oncelog.broker import LEADER_EPOCH
+from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.manager import Topic, topic_name_problem
+from oncelog.log.manager import topic_name_problem
 from oncelog.protocol.codec import build_response
+from oncelog.storage.api import LEADER_EPOCH, TopicInfo
+from oncelog.topic_admin import auto_create_topic
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 3
 VERSIONS = (1, 12)
@@ -45,14 +47,16 @@ def _partition_entry(node: int, index: int, offline: bool) -> dict[str, Any]:
             "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": []}
 
 
-def topic_entry(context: RequestContext, topic: Topic) -> dict[str, Any]:
+def topic_entry(context: RequestContext, topic: TopicInfo) -> dict[str, Any]:
     node = context.broker.config.node_id
+    storage = context.broker.storage
     return {
         "error_code": ErrorCode.none,
         "name": topic.name,
         "topic_id": topic.topic_id,
         "is_internal": topic.internal,
-        "partitions": [_partition_entry(node, index, log.offline) for index, log in enumerate(topic.partitions)],
+        "partitions": [_partition_entry(node, index, storage.offline(topic.name, index))
+                       for index in range(topic.partitions)],
     }
 
 
@@ -66,7 +70,7 @@ def _by_topic_id(context: RequestContext, name: str | None, topic_id: uuid.UUID 
     if context.api_version < 12 or topic_id is None or name is not None:
         # Response names are nullable only from v12.
         return _error_entry(name if context.api_version >= 12 else name or "", ErrorCode.invalid_request, topic_id)
-    topic = context.broker.logs.topic_by_id(topic_id)
+    topic = context.broker.storage.topic_by_id(topic_id)
     if topic is None:
         return _error_entry(None, ErrorCode.unknown_topic_id, topic_id)
     return topic_entry(context, topic)
@@ -74,31 +78,40 @@ def _by_topic_id(context: RequestContext, name: str | None, topic_id: uuid.UUID 
 
 def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
-    topics: list[dict[str, Any]] = []
+    entries: list[Completion[dict[str, Any]]] = []
     if request.topics is None:
-        topics = [topic_entry(context, topic) for topic in broker.logs.topics()]
+        entries = [resolved(topic_entry(context, topic)) for topic in broker.storage.topics()]
     else:
         allow_auto_create = context.api_version < 4 or bool(request.allow_auto_topic_creation)
         for requested in request.topics:
-            name = requested.name
-            topic_id = getattr(requested, "topic_id", None)
-            if name is None or topic_id is not None:
-                topics.append(_by_topic_id(context, name, topic_id))
-                continue
-            topic = broker.logs.topic(name)
-            if topic is None and topic_name_problem(name) is not None:
-                topics.append(_error_entry(name, ErrorCode.invalid_topic_exception))
-                continue
-            if topic is None and allow_auto_create:
-                try:
-                    topic = broker.auto_create_topic(name)
-                except KafkaError as error:
-                    topics.append(_error_entry(name, error.code))
-                    continue
-            if topic is None:
-                topics.append(_error_entry(name, ErrorCode.unknown_topic_or_partition))
-            else:
-                topics.append(topic_entry(context, topic))
+            entries.append(_requested_entry(context, requested, allow_auto_create))
+    listed = gather(entries)
+    if listed.done:
+        return _respond(context, listed.value())
+    return AwaitCompletion(listed, lambda topics: _respond(context, topics))
+
+
+def _requested_entry(context: RequestContext, requested: Any, allow_auto_create: bool) -> Completion[dict[str, Any]]:
+    name = requested.name
+    topic_id = getattr(requested, "topic_id", None)
+    if name is None or topic_id is not None:
+        return resolved(_by_topic_id(context, name, topic_id))
+    topic = context.broker.storage.topic(name)
+    if topic is not None:
+        return resolved(topic_entry(context, topic))
+    if topic_name_problem(name) is not None:
+        return resolved(_error_entry(name, ErrorCode.invalid_topic_exception))
+    creating = auto_create_topic(context.broker, name) if allow_auto_create else None
+    if creating is None:
+        return resolved(_error_entry(name, ErrorCode.unknown_topic_or_partition))
+    entry: Completion[dict[str, Any]] = Completion()
+    creating.on_done(lambda created: entry.resolve(
+        _error_entry(name, created.code) if isinstance(created, KafkaError) else topic_entry(context, created)))
+    return entry
+
+
+def _respond(context: RequestContext, topics: list[dict[str, Any]]) -> Any:
+    broker = context.broker
     config = broker.config
     host, port = broker.advertised_address(context.listener)
     return build_response(

@@ -10,34 +10,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.broker import LEADER_EPOCH
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.storage.api import LEADER_EPOCH, PartitionOffsets
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 23
 VERSIONS = (2, 4)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    topics = []
-    for topic in request.topics:
-        partitions = []
-        for partition in topic.partitions:
-            log = context.broker.logs.get(topic.topic, partition.partition)
-            entry: dict[str, Any] = {"partition": partition.partition, "error_code": ErrorCode.none}
-            if log is None:
-                entry["error_code"] = ErrorCode.unknown_topic_or_partition
-            elif int(partition.current_leader_epoch) > LEADER_EPOCH:
-                entry["error_code"] = ErrorCode.unknown_leader_epoch
-            elif int(partition.leader_epoch) > LEADER_EPOCH:
-                entry.update(leader_epoch=-1, end_offset=-1)
-            else:
-                entry.update(leader_epoch=LEADER_EPOCH, end_offset=log.log_end_offset)
-            partitions.append(entry)
-        topics.append({"topic": topic.topic, "partitions": partitions})
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+    keys = [(topic.topic, partition.partition) for topic in request.topics for partition in topic.partitions]
+
+    def respond(offsets: list[PartitionOffsets]) -> Any:
+        found = iter(offsets)
+        topics = []
+        for topic in request.topics:
+            partitions = []
+            for partition in topic.partitions:
+                state = next(found)
+                entry: dict[str, Any] = {"partition": partition.partition, "error_code": ErrorCode.none}
+                if state.error != ErrorCode.none:
+                    entry["error_code"] = state.error
+                elif int(partition.current_leader_epoch) > LEADER_EPOCH:
+                    entry["error_code"] = ErrorCode.unknown_leader_epoch
+                elif int(partition.leader_epoch) > LEADER_EPOCH:
+                    entry.update(leader_epoch=-1, end_offset=-1)
+                else:
+                    entry.update(leader_epoch=LEADER_EPOCH, end_offset=state.log_end_offset)
+                partitions.append(entry)
+            topics.append({"topic": topic.topic, "partitions": partitions})
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "topics": topics})
+
+    completion = context.broker.storage.partition_offsets(keys)
+    return respond(completion.value()) if completion.done else AwaitCompletion(completion, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

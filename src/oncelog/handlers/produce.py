@@ -27,11 +27,11 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
+from oncelog.storage.api import Append, Appended, AppendResult, PartitionKey
 
-from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitDurable, RequestContext
+from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, RequestContext
 
 API_KEY = 0
 VERSIONS = (3, 10)
@@ -60,84 +60,99 @@ _VERIFICATION_ERRORS = {
 }
 
 
-def _verify_transactional(context: RequestContext, transactional_id: str | None, log: PartitionLog,
-                          header: BatchHeader) -> None:
-    """A producer's first transactional batch on a partition must belong to its ongoing transaction with
-    this partition added (KIP-890 part 1): a zombie can't open a transaction the coordinator never sees."""
-    if not header.is_transactional or log.producer_state.has_open_transaction(header.producer_id):
-        return
-    if log.producer_state.check(header) is not None:
-        return  # a retried duplicate is answered from the window, whatever happened since
-    problem = context.broker.transactions.verify_partition(
-        transactional_id, header.producer_id, header.producer_epoch, (log.topic, log.partition))
-    if problem is not None:
-        raise KafkaError(_VERIFICATION_ERRORS.get(problem, problem),
-                         f"producer {header.producer_id} is not in a transaction with {log.name}")
+def _verifier(context: RequestContext) -> Any:
+    """KIP-890 part 1, asked by the storage for a producer's first transactional batch on a partition: it
+    must belong to its ongoing transaction with this partition added (a zombie can't open a transaction
+    the coordinator never sees)."""
+    transactions = context.broker.transactions
+
+    def verify(transactional_id: str | None, header: BatchHeader, partition: PartitionKey) -> ErrorCode | None:
+        problem = transactions.verify_partition(transactional_id, header.producer_id, header.producer_epoch,
+                                                partition)
+        return None if problem is None else _VERIFICATION_ERRORS.get(problem, problem)
+
+    return verify
 
 
-def _append(context: RequestContext, transactional_id: str | None, topic_name: str, index: int,
-            records: bytes | None, appended: list[tuple[PartitionLog, int]]) -> dict[str, Any]:
+class _Pending:
+    """One partition of the request: its response entry, and the append waiting for its result."""
+
+    __slots__ = ("entry", "log_append_time")
+
+    def __init__(self, entry: dict[str, Any], log_append_time: int) -> None:
+        self.entry = entry
+        self.log_append_time = log_append_time
+
+
+def _validate(context: RequestContext, topic_name: str, index: int, records: bytes | None,
+              now_ms: int) -> tuple[Append, int] | dict[str, Any]:
+    """The batch to append with its LogAppendTime (-1 on CreateTime topics), or the partition's error
+    entry (the checks that need no storage round trip)."""
     broker = context.broker
-    topic = broker.logs.topic(topic_name)
-    if topic is None or not 0 <= index < len(topic.partitions):
+    topic = broker.storage.topic(topic_name)
+    if topic is None or not 0 <= index < topic.partitions:
         return _partition_result(index, ErrorCode.unknown_topic_or_partition)
     if topic.internal:
         return _partition_result(index, ErrorCode.invalid_topic_exception, message="internal topic")
-    log = topic.partitions[index]
     try:
         if records is None:
             raise KafkaError(ErrorCode.invalid_record, "records are null")
         header = validate_client_batch(records, topic.config.int_value("max.message.bytes", broker.config))
-        now_ms = broker.now_ms()
-        log_append_time_topic = topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime"
-        if log_append_time_topic:
+        log_append_time = -1
+        if topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime":
             records = with_log_append_time(records, now_ms)
             header = parse_header(records)
-        _verify_transactional(context, transactional_id, log, header)
-        result = log.append(records, header, now_ms)
+            log_append_time = now_ms
     except KafkaError as error:
-        return _partition_result(index, error.code, log_start_offset=log.log_start_offset, message=error.message)
-    # A duplicate may still be on its way to disk: acks=all waits for the original batch either way.
-    appended.append((log, result.base_offset + header.record_count))
-    log_append_time = -1
-    if log_append_time_topic:
-        log_append_time = result.timestamp if result.duplicate else now_ms
-    return _partition_result(index, ErrorCode.none, result.base_offset, log_append_time, log.log_start_offset)
+        return _partition_result(index, error.code, message=error.message)
+    return Append(topic_name, index, records, header), log_append_time
 
 
 def handle(context: RequestContext, request: Any) -> Any:
     acks = int(request.acks)
-    appended: list[tuple[PartitionLog, int]] = []
+    broker = context.broker
+    now_ms = broker.now_ms()
+    appends: list[Append] = []
+    pending: list[_Pending] = []
     topics: list[dict[str, Any]] = []
     for topic_data in request.topic_data:
         partitions = []
         for partition_data in topic_data.partition_data:
             if acks not in _VALID_ACKS:
                 partitions.append(_partition_result(partition_data.index, ErrorCode.invalid_required_acks))
-            else:
-                partitions.append(_append(context, request.transactional_id, topic_data.name, partition_data.index,
-                                          partition_data.records, appended))
+                continue
+            checked = _validate(context, topic_data.name, partition_data.index, partition_data.records, now_ms)
+            if isinstance(checked, dict):
+                partitions.append(checked)
+                continue
+            entry = _partition_result(partition_data.index, ErrorCode.none)
+            partitions.append(entry)
+            appends.append(checked[0])
+            pending.append(_Pending(entry, checked[1]))
         topics.append({"name": topic_data.name, "partition_responses": partitions})
-    for log, _offset in appended:
-        context.broker.log_changed(log)
 
-    def respond() -> Any:
+    def respond(results: list[AppendResult]) -> Any:
+        for waiting, result in zip(pending, results, strict=True):
+            entry = waiting.entry
+            if isinstance(result, Appended):
+                entry["base_offset"] = result.base_offset
+                entry["log_start_offset"] = result.log_start_offset
+                if waiting.log_append_time >= 0:
+                    entry["log_append_time"] = result.timestamp if result.duplicate else waiting.log_append_time
+            else:
+                entry.update(error_code=result.code, error_message=result.message,
+                             log_start_offset=result.log_start_offset)
+        if acks == 0:
+            failed = any(p["error_code"] != ErrorCode.none for t in topics for p in t["partition_responses"])
+            return CLOSE_CONNECTION if failed else NO_RESPONSE
         return build_response(API_KEY, context.api_version, {"responses": topics, "throttle_time": 0})
 
-    if acks == 0:
-        failed = any(p["error_code"] != ErrorCode.none for t in topics for p in t["partition_responses"])
-        return CLOSE_CONNECTION if failed else NO_RESPONSE
-    if acks == -1 and appended:
-
-        def storage_failed() -> Any:
-            for topic in topics:
-                for partition in topic["partition_responses"]:
-                    if partition["error_code"] == ErrorCode.none:
-                        partition["error_code"] = ErrorCode.kafka_storage_error
-            return respond()
-
-        return AwaitDurable(appended, respond, storage_failed)
-    return respond()
+    if not appends:
+        return respond([])
+    completion = broker.storage.append(request.transactional_id, appends, acks, now_ms, _verifier(context))
+    if completion.done:
+        return respond(completion.value())
+    return AwaitCompletion(completion, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

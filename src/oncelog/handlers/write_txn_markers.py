@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
-from oncelog.errors import ErrorCode, KafkaError
-from oncelog.log.partition import PartitionLog
+from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.storage.api import Marker
 
-from .base import AwaitDurable, RequestContext
+from .base import AwaitCompletion, RequestContext
 
 API_KEY = 27
 VERSIONS = (1, 1)
@@ -25,45 +25,29 @@ VERSIONS = (1, 1)
 
 def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
-    written: list[tuple[PartitionLog, int]] = []
-    markers = []
-    for marker in request.markers:
-        commit = bool(marker.transaction_result)
-        topics = []
-        for topic in marker.topics:
-            partitions = []
-            for index in topic.partition_indexes:
-                log = broker.logs.get(topic.name, index)
-                code = ErrorCode.none
-                if log is None:
-                    code = ErrorCode.unknown_topic_or_partition
-                else:
-                    try:
-                        offset = log.append_marker(int(marker.producer_id), int(marker.producer_epoch),
-                                                   int(marker.coordinator_epoch), commit, broker.now_ms())
-                    except KafkaError as error:
-                        code = error.code
-                    else:
-                        if topic.name == OFFSETS_TOPIC:
-                            broker.groups.complete_transaction(int(marker.producer_id), commit, index)
-                        broker.log_changed(log)
-                        written.append((log, offset + 1))
-                partitions.append({"partition_index": index, "error_code": code})
-            topics.append({"name": topic.name, "partitions": partitions})
-        markers.append({"producer_id": marker.producer_id, "topics": topics})
+    markers = [Marker(topic.name, index, int(marker.producer_id), int(marker.producer_epoch),
+                      int(marker.coordinator_epoch), bool(marker.transaction_result))
+               for marker in request.markers for topic in marker.topics for index in topic.partition_indexes]
 
-    def respond() -> Any:
-        return build_response(API_KEY, context.api_version, {"markers": markers})
+    def respond(codes: list[ErrorCode]) -> Any:
+        for marker, code in zip(markers, codes, strict=True):
+            if marker.topic == OFFSETS_TOPIC and code == ErrorCode.none:
+                # The producer's pending transactional offsets there are committed or dropped with it.
+                broker.groups.complete_transaction(marker.producer_id, marker.commit, marker.partition)
+        found = iter(codes)
+        results = []
+        for marker in request.markers:
+            topics = []
+            for topic in marker.topics:
+                partitions = []
+                for index in topic.partition_indexes:
+                    partitions.append({"partition_index": index, "error_code": next(found)})
+                topics.append({"name": topic.name, "partitions": partitions})
+            results.append({"producer_id": marker.producer_id, "topics": topics})
+        return build_response(API_KEY, context.api_version, {"markers": results})
 
-    def failed() -> Any:
-        for entry in markers:
-            for topic in entry["topics"]:
-                for partition in topic["partitions"]:
-                    if partition["error_code"] == ErrorCode.none:
-                        partition["error_code"] = ErrorCode.kafka_storage_error
-        return respond()
-
-    return AwaitDurable(written, respond, failed) if written else respond()
+    completion = broker.storage.write_markers(markers, broker.now_ms())
+    return respond(completion.value()) if completion.done else AwaitCompletion(completion, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

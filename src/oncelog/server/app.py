@@ -24,7 +24,7 @@ from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
 
 from .connection import Connection
-from .flusher import Flusher, StorageError
+from .flusher import Flusher
 from .waiters import DataWaiters
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ class BrokerServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._flusher_task: asyncio.Task[None]
         self._connections: set[Connection] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._durability_waits = 0
+        self._durability_idle = asyncio.Event()
         self._scheduler: _LoopScheduler
         self.port = config.port
         """The first listener's bound port (the one `oncelog serve` prints)."""
@@ -107,8 +108,8 @@ class BrokerServer:
     async def start(self) -> None:
         broker = self.broker
         self._scheduler = _LoopScheduler(asyncio.get_running_loop())
+        broker.storage.on_change = self._log_changed
         broker.start(self._scheduler, self._durability)
-        broker.on_log_changed = self._log_changed
         self._refresh_tracked_logs()
         loop = asyncio.get_running_loop()
         for index, endpoint in enumerate(self.config.listeners):
@@ -138,26 +139,29 @@ class BrokerServer:
                        asyncio.create_task(self._close_idle_connections(), name="idle-connections")]
 
     def _durability(self, log: PartitionLog, offset: int, callback: Callable[[bool], None]) -> None:
-        async def wait() -> None:
+        """The storage's durability hook: the flusher's, counted so a clean stop can let what waits on
+        it (a commit's markers, a fence's abort) finish first."""
+        self._durability_waits += 1
+
+        def done(ok: bool) -> None:
             try:
-                await self.flusher.durable(log, offset)
-            except StorageError:
-                callback(False)
-            else:
-                callback(True)
+                callback(ok)  # first: a chain's next write is counted before this one is not
+            finally:
+                self._durability_waits -= 1
+                if self._durability_waits == 0:
+                    self._durability_idle.set()
 
-        task = asyncio.get_running_loop().create_task(wait())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._durability_idle.clear()
+        self.flusher.when_durable(log, offset, done)
 
-    def _log_changed(self, log: PartitionLog) -> None:
-        self.waiters.notify(log)
+    def _log_changed(self, topic: str, partition: int) -> None:
+        self.waiters.notify((topic, partition))
 
     def _refresh_tracked_logs(self) -> None:
         self.flusher.track(list(self.broker.logs.logs()))
 
     def _new_connection(self, listener: str) -> Connection:
-        connection = Connection(self.broker, self.flusher, self.waiters, self._connections.discard, listener)
+        connection = Connection(self.broker, self.waiters, self._connections.discard, listener)
         self._connections.add(connection)
         return connection
 
@@ -230,12 +234,7 @@ class BrokerServer:
         """Let coordinator chains in progress (a commit's markers, a fence's abort) finish while the flusher
         still runs, then stop timers so nothing writes to the logs once they close. What does not finish
         within the grace period is finished by the next start (Prepare* is resumed from the log)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SHUTDOWN_GRACE_S
-        while self._background and loop.time() < deadline:
-            await asyncio.wait(list(self._background), timeout=deadline - loop.time())
+        if self._durability_waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._durability_idle.wait(), SHUTDOWN_GRACE_S)
         self._scheduler.stopped = True
-        leftovers = list(self._background)
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)

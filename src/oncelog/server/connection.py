@@ -51,7 +51,6 @@ from oncelog.handlers.base import (
     ApiHandler,
     AwaitCompletion,
     AwaitData,
-    AwaitDurable,
     RequestContext,
 )
 from oncelog.handlers.fetch import API_KEY as FETCH_KEY
@@ -59,7 +58,6 @@ from oncelog.logs import RateLimited, safe
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import FrameDecoder, peek_header
 
-from .flusher import Flusher, StorageError
 from .waiters import DataWaiters
 
 logger = logging.getLogger(__name__)
@@ -99,11 +97,10 @@ class _Entry:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, broker: Broker, flusher: Flusher, waiters: DataWaiters,
+    def __init__(self, broker: Broker, waiters: DataWaiters,
                  on_closed: Callable[[Connection], None], listener: str = "PLAINTEXT") -> None:
         self._broker = broker
         self._listener = listener
-        self._flusher = flusher
         self._waiters = waiters
         self._on_closed = on_closed
         config = broker.config
@@ -224,7 +221,7 @@ class Connection(asyncio.Protocol):
         mutes = api_key == FETCH_KEY
         try:
             outcome = api.handle(context, request)
-            if isinstance(outcome, AwaitDurable | AwaitData | AwaitCompletion):
+            if isinstance(outcome, AwaitData | AwaitCompletion):
                 task = asyncio.ensure_future(self._wait(api, context, request, outcome))
                 task.add_done_callback(lambda _task: self._write_ready())
                 return _Entry(None, task, mutes)
@@ -266,21 +263,14 @@ class Connection(asyncio.Protocol):
     async def _continue(self, context: RequestContext, outcome: Any) -> bytes | None:
         deadline: float | None = None
         while True:
-            if isinstance(outcome, AwaitDurable):
-                try:
-                    for log, offset in outcome.targets:
-                        await self._flusher.durable(log, offset)
-                    outcome = outcome.respond()
-                except StorageError:
-                    outcome = outcome.on_failure()
-            elif isinstance(outcome, AwaitCompletion):
+            if isinstance(outcome, AwaitCompletion):
                 outcome = outcome.respond(await _wait_completion(outcome.completion))
             elif isinstance(outcome, AwaitData):
                 if deadline is None:
                     deadline = time.monotonic() + outcome.wait_ms / 1000
                 remaining = deadline - time.monotonic()
                 if remaining > 0 and not self._stopping:
-                    await self._waiters.wait_any(outcome.logs, remaining)
+                    await self._waiters.wait_any(outcome.partitions, remaining)
                 outcome = outcome.retry(self._stopping or time.monotonic() >= deadline)
             else:
                 return self._settle(context, outcome)

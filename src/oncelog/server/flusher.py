@@ -1,6 +1,7 @@
 """The flusher: one task that fsyncs partition logs for everybody (group commit).
 
-Theory of operation: a produce with acks=all (and every coordinator write) awaits `durable(log, offset)`.
+Theory of operation: a produce with acks=all (and every coordinator write) asks
+`when_durable(log, offset, callback)`.
 Waiters pile up while an fsync is running; the next round fsyncs every partition that has waiters in one
 pass, in a worker thread so the event loop keeps serving, then releases every waiter whose offset the
 round covered. So N concurrent acks=all producers cost one fsync per round, not N. Between rounds with
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from oncelog.log.partition import PartitionLog
 from oncelog.log.segment import LogSegment
@@ -46,10 +48,18 @@ def _fsync_all(work: list[tuple[PartitionLog, int, list[LogSegment]]]) -> list[B
     return results
 
 
+def _call(callback: Callable[[bool], None], ok: bool) -> None:
+    """A waiter's callback failing is its own bug: log it, and release the other waiters anyway."""
+    try:
+        callback(ok)
+    except Exception:
+        logger.exception("durability callback failed")
+
+
 class Flusher:
     def __init__(self, flush_interval_ms: int) -> None:
         self._interval_s = flush_interval_ms / 1000
-        self._waiters: dict[PartitionLog, list[tuple[int, asyncio.Future[None]]]] = defaultdict(list)
+        self._waiters: dict[PartitionLog, list[tuple[int, Callable[[bool], None]]]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._stopping = False
         self._logs: list[PartitionLog] = []
@@ -59,16 +69,29 @@ class Flusher:
         """The logs the periodic flush looks at (refreshed by the server when topics change)."""
         self._logs = logs
 
-    async def durable(self, log: PartitionLog, offset: int) -> None:
-        """Return once everything below `offset` in `log` is fsynced; StorageError if it never will be."""
+    def when_durable(self, log: PartitionLog, offset: int, callback: Callable[[bool], None]) -> None:
+        """`callback(True)` once everything below `offset` in `log` is fsynced (at once if it is), and
+        `callback(False)` if it never will be (the partition is offline, the fsync failed, it was deleted)."""
         if log.recovery_point >= offset:
+            callback(True)
             return
         if log.offline:
-            raise StorageError(f"partition {log.name} is offline: {log.offline_reason}")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[log].append((offset, future))
+            callback(False)
+            return
+        self._waiters[log].append((offset, callback))
         self._wake.set()
-        await future
+
+    async def durable(self, log: PartitionLog, offset: int) -> None:
+        """Return once everything below `offset` in `log` is fsynced; StorageError if it never will be."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def settle(ok: bool) -> None:
+            if not future.done():
+                future.set_result(ok)
+
+        self.when_durable(log, offset, settle)
+        if not await future:
+            raise StorageError(f"partition {log.name}: the data below offset {offset} is not durable")
 
     async def run(self) -> None:
         while not self._stopping:
@@ -106,31 +129,26 @@ class Flusher:
             self._release(log, end_offset, error)
 
     def _release(self, log: PartitionLog, end_offset: int, error: BaseException | None) -> None:
-        waiters = self._waiters.get(log)
+        # Taken out first: a callback may ask for more durability on this log (a coordinator's next write).
+        waiters = self._waiters.pop(log, None)
         if not waiters:
-            self._waiters.pop(log, None)
             return
         remaining = []
-        for offset, future in waiters:
-            if future.done():
-                continue
+        for offset, callback in waiters:
             if error is not None:
-                future.set_exception(StorageError(str(error)))
+                _call(callback, False)
             elif offset <= end_offset:
-                future.set_result(None)
+                _call(callback, True)
             else:
-                remaining.append((offset, future))
+                remaining.append((offset, callback))
         if remaining:
-            self._waiters[log] = remaining
+            self._waiters[log][:0] = remaining
             self._wake.set()
-        else:
-            del self._waiters[log]
 
     def forget(self, log: PartitionLog) -> None:
         """A deleted partition: its waiters will never be served, fail them."""
-        for _offset, future in self._waiters.pop(log, []):
-            if not future.done():
-                future.set_exception(StorageError(f"partition {log.name} was deleted"))
+        for _offset, callback in self._waiters.pop(log, []):
+            _call(callback, False)
 
     async def stop(self) -> None:
         """End `run` (after its current round) and fsync everything that is left."""

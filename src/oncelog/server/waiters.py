@@ -1,8 +1,8 @@
-"""Wake-ups for long-poll fetches: who waits on which partition log.
+"""Wake-ups for long-poll fetches: who waits on which partition.
 
-`notify(log)` is called (synchronously, by the broker) whenever a log changes; `wait_any(logs, timeout)`
-parks a fetch until one of its logs changes or the timeout passes. One future per waiting fetch, so a
-busy partition wakes each parked fetch once per change.
+`notify(key)` is called (synchronously, by the storage) whenever a partition's log changes;
+`wait_any(keys, timeout)` parks a fetch until one of its partitions changes or the timeout passes. One
+future per waiting fetch, so a busy partition wakes each parked fetch once per change.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import asyncio
 import contextlib
 from collections import defaultdict
 
-from oncelog.log.partition import PartitionLog
+from oncelog.storage.api import PartitionKey
 
 
 class DataWaiters:
     def __init__(self) -> None:
-        self._by_log: dict[PartitionLog, set[asyncio.Future[None]]] = defaultdict(set)
+        self._by_log: dict[PartitionKey, set[asyncio.Future[None]]] = defaultdict(set)
 
-    def notify(self, log: PartitionLog) -> None:
-        futures = self._by_log.pop(log, None)
+    def notify(self, key: PartitionKey) -> None:
+        futures = self._by_log.pop(key, None)
         if not futures:
             return
         for future in futures:
@@ -30,7 +30,7 @@ class DataWaiters:
         for log in list(self._by_log):
             self.notify(log)
 
-    async def wait_any(self, logs: list[PartitionLog], timeout_s: float) -> None:
+    async def wait_any(self, logs: list[PartitionKey], timeout_s: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for log in logs:
             self._by_log[log].add(future)

@@ -1,0 +1,1 @@
+"""Where partitions live: the storage seam (`api`) and its backends (`local`, `postgres`)."""

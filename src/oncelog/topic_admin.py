@@ -1,0 +1,113 @@
+"""Creating and deleting topics with Kafka's rules, over whichever storage holds them.
+
+Theory of operation: the rules are the broker's, not the backend's (Kafka's `ZkAdminManager` /
+`ControllerApis.createTopics`): a legal name (`topic_name_problem`), not already there, not internal
+(the broker creates those), no '.'/'_' collision, partitions > 0, replication factor 1 (one copy: the
+backend is where durability comes from), `max.broker.partitions`, valid configs. The storage only
+creates or deletes. Errors are KafkaError with the code Kafka answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from oncelog.config import ConfigError, TopicConfig, validate_topic_configs
+from oncelog.coordinator.runtime import Completion, resolved
+from oncelog.errors import ErrorCode, KafkaError
+from oncelog.log.manager import INTERNAL_TOPICS, topic_name_problem
+from oncelog.storage.api import TopicInfo
+
+if TYPE_CHECKING:
+    from oncelog.broker import Broker
+
+
+Created = tuple[int, int, TopicConfig]
+"""(partitions, replication factor, config) of a topic created (or that would be)."""
+
+
+def create_topic(broker: Broker, name: str, num_partitions: int = -1, replication_factor: int = -1,
+                 configs: dict[str, str | None] | None = None, *,
+                 validate_only: bool = False) -> Completion[Created | KafkaError]:
+    """Validate and (unless `validate_only`) create a topic, as Kafka's CreateTopics does.
+
+    A rule broken raises KafkaError with Kafka's code at once; the storage's refusal resolves as one.
+    """
+    storage = broker.storage
+    problem = topic_name_problem(name)
+    if problem is not None:
+        raise KafkaError(ErrorCode.invalid_topic_exception, problem)
+    if storage.topic(name) is not None:
+        raise KafkaError(ErrorCode.topic_already_exists, f"topic '{name}' already exists")
+    if name in INTERNAL_TOPICS:
+        raise KafkaError(ErrorCode.invalid_request, f"creation of internal topic {name} is prohibited: the broker "
+                                                    "creates it")
+    colliding = storage.colliding_topic(name)
+    if colliding is not None:
+        raise KafkaError(ErrorCode.invalid_topic_exception,
+                         f"topic '{name}' collides with existing topic '{colliding}' ('.' and '_' collide)")
+    config = broker.config
+    partitions = config.num_partitions if num_partitions == -1 else num_partitions
+    if partitions <= 0:
+        raise KafkaError(ErrorCode.invalid_partitions, "number of partitions must be larger than 0")
+    existing = storage.partition_count()
+    if existing + partitions > config.max_broker_partitions:
+        raise KafkaError(ErrorCode.policy_violation,
+                         f"creating {partitions} partitions would exceed max.broker.partitions="
+                         f"{config.max_broker_partitions} ({existing} exist); raise it or delete topics")
+    replicas = config.default_replication_factor if replication_factor == -1 else replication_factor
+    if replicas != 1:
+        raise KafkaError(ErrorCode.invalid_replication_factor,
+                         f"replication factor {replicas} is not supported: every partition has one copy, "
+                         "made durable by the storage backend")
+    try:
+        overrides = validate_topic_configs(configs or {})
+    except ConfigError as error:
+        raise KafkaError(ErrorCode.invalid_config, str(error)) from error
+    topic_config = TopicConfig(overrides)
+    created: Created = (partitions, replicas, topic_config)
+    if validate_only:
+        return resolved(created)
+    result: Completion[Created | KafkaError] = Completion()
+    storage.create_topic(name, partitions, topic_config, broker.now_ms()).on_done(
+        lambda outcome: result.resolve(outcome if isinstance(outcome, KafkaError) else created))
+    return result
+
+
+def auto_create_topic(broker: Broker, name: str) -> Completion[TopicInfo | KafkaError] | None:
+    """Create `name` with the defaults if auto-creation is on and the name is legal (an internal topic
+    with its coordinator's settings, as Kafka's AutoTopicCreationManager); None if it may not be.
+    Resolves as KafkaError when the topic cannot be created (a collision, the partition limit, the disk)."""
+    storage = broker.storage
+    try:
+        if name in INTERNAL_TOPICS:
+            broker.ensure_internal_topic(name)
+        else:
+            if not broker.config.auto_create_topics_enable or topic_name_problem(name) is not None:
+                return None
+            creating = create_topic(broker, name)
+            if not creating.done:
+                result: Completion[TopicInfo | KafkaError] = Completion()
+                creating.on_done(lambda outcome: result.resolve(_created_info(broker, name, outcome)))
+                return result
+            return resolved(_created_info(broker, name, creating.value()))
+    except KafkaError as error:
+        return resolved(error)
+    info = storage.topic(name)
+    assert info is not None
+    return resolved(info)
+
+
+def _created_info(broker: Broker, name: str, outcome: Created | KafkaError) -> TopicInfo | KafkaError:
+    if isinstance(outcome, KafkaError):
+        return outcome
+    info = broker.storage.topic(name)
+    return info if info is not None else KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' is gone")
+
+
+def delete_topic(broker: Broker, name: str) -> Completion[KafkaError | None]:
+    """Delete a topic; KafkaError raised at once for a rule broken, resolved for the storage's refusal."""
+    if broker.storage.topic(name) is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+    if name in INTERNAL_TOPICS:
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"internal topic {name} cannot be deleted")
+    return broker.storage.delete_topic(name)
