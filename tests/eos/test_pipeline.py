@@ -20,8 +20,8 @@ from oncelog.eos.database import connect
 from oncelog.eos.demo import Pipeline, audit, run_pipeline
 from oncelog.eos.demo_worker import ROWS_TABLE, create_rows_table
 from oncelog.testing import BrokerProcess
-from tests.postgres import postgres_server, unavailable_reason
 from tests.helpers import create_topic
+from tests.postgres import postgres_server, unavailable_reason
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,10 @@ serialised (under the partition's lock), offsets are assigned by the log and nev
 batch is answered with its original offsets, a read_committed read stops at the last stable offset and
 carries the exact aborted-transaction list. What differs is only where the bytes and the state live.
 
+Hot-path value types (Append, Appended, AppendError, Read, PartitionData) are plain slotted dataclasses,
+not frozen ones: a frozen dataclass pays for `object.__setattr__` per field on every produce. They are
+never mutated after construction all the same.
+
 The verbs take many partitions at once so a backend can do one round trip per request (or per group of
 requests), never one per partition. `on_change(topic, partition)` is how a backend tells the server a
 partition's log grew (long-poll fetches wake on it), whichever broker wrote it.
@@ -50,7 +54,7 @@ class TopicInfo:
         return self.name in INTERNAL_TOPICS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Append:
     """One validated client batch for one partition (the handler already checked CRC, sizes, counts)."""
 
@@ -60,7 +64,7 @@ class Append:
     header: BatchHeader
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Appended:
     """Where one batch landed; a retried duplicate reports the original's offset and timestamp."""
 
@@ -71,7 +75,7 @@ class Appended:
     """The stored batch's max timestamp when `duplicate` (what LogAppendTime answers)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendError:
     code: ErrorCode
     message: str | None = None
@@ -81,7 +85,7 @@ class AppendError:
 AppendResult = Appended | AppendError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read:
     topic: str
     partition: int

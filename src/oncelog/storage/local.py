@@ -187,7 +187,10 @@ class LocalStorage:
                                                      result.log_start_offset)
             completion.resolve(results)
 
-        AllDurable(self.durability, written, durable)
+        if len(written) == 1:  # the common case: one partition per request
+            self.durability(written[0][0], written[0][1], durable)
+        else:
+            AllDurable(self.durability, written, durable)
         return completion
 
     def fetch(self, reads: list[Read], max_bytes: int, read_committed: bool) -> Completion[list[PartitionData]]:

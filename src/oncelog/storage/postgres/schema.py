@@ -1,0 +1,111 @@
+"""The PostgreSQL schema, created and migrated by oncelog itself.
+
+Theory of operation: `MIGRATIONS` is an append-only list; entry i moves the schema from version i to
+i + 1. `migrate` runs at broker start inside one transaction holding a transaction-level advisory lock,
+so brokers starting together migrate once and the rest see the result; a database at a newer version
+than this code knows is refused (an older broker must not write a schema it does not understand).
+
+Tables (offsets are always taken from `partition_log.next_offset` under its row lock, never from a
+sequence, so commit order is offset order and there are no holes):
+
+- `topic`: name, id, partition count, config overrides; `collision_key` (name with '.' as '_') is
+  unique, which enforces Kafka's collision rule atomically across brokers.
+- `partition_log`: per partition, the next offset (log end offset = high watermark: a commit is durable
+  on PostgreSQL's terms before anyone can read it) and the log start offset. Its row is the lock
+  every writer of the partition takes.
+- `batch`: one row per RecordBatch v2 as stored (offsets assigned), with the fields reads filter on.
+- `producer_state`: per partition and producer id, Kafka's producer entry (epoch, last five batches'
+  sequence/offset metadata, coordinator epoch, open transaction's first offset).
+- `aborted_txn`: Kafka's `.txnindex` (producer id, first offset, last offset of an aborted transaction).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ADVISORY_LOCK_KEY = 0x6F6E63656C6F67  # "oncelog"
+
+MIGRATIONS: list[str] = [
+    # 0 → 1: the data plane.
+    """
+    CREATE TABLE oncelog_schema (version integer NOT NULL);
+    INSERT INTO oncelog_schema VALUES (0);
+    CREATE TABLE topic (
+        name text PRIMARY KEY,
+        topic_id uuid NOT NULL UNIQUE,
+        partitions integer NOT NULL CHECK (partitions > 0),
+        configs jsonb NOT NULL,
+        collision_key text NOT NULL UNIQUE,
+        created_ms bigint NOT NULL
+    );
+    CREATE TABLE partition_log (
+        topic_id uuid NOT NULL,
+        partition integer NOT NULL,
+        next_offset bigint NOT NULL DEFAULT 0,
+        log_start_offset bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, partition)
+    );
+    CREATE TABLE batch (
+        topic_id uuid NOT NULL,
+        partition integer NOT NULL,
+        base_offset bigint NOT NULL,
+        last_offset bigint NOT NULL,
+        max_timestamp bigint NOT NULL,
+        producer_id bigint NOT NULL,
+        is_control boolean NOT NULL,
+        size integer NOT NULL,
+        payload bytea NOT NULL,
+        PRIMARY KEY (topic_id, partition, base_offset)
+    );
+    CREATE INDEX batch_by_last_offset ON batch (topic_id, partition, last_offset);
+    CREATE TABLE producer_state (
+        topic_id uuid NOT NULL,
+        partition integer NOT NULL,
+        producer_id bigint NOT NULL,
+        producer_epoch smallint NOT NULL,
+        coordinator_epoch integer NOT NULL,
+        last_timestamp bigint NOT NULL,
+        txn_first_offset bigint NOT NULL,
+        batches bigint[] NOT NULL,
+        PRIMARY KEY (topic_id, partition, producer_id)
+    );
+    CREATE INDEX producer_state_open_txn ON producer_state (topic_id, partition, txn_first_offset)
+        WHERE txn_first_offset >= 0;
+    CREATE TABLE aborted_txn (
+        topic_id uuid NOT NULL,
+        partition integer NOT NULL,
+        producer_id bigint NOT NULL,
+        first_offset bigint NOT NULL,
+        last_offset bigint NOT NULL,
+        PRIMARY KEY (topic_id, partition, last_offset)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer oncelog."""
+
+
+def current_version(cursor: Any) -> int:
+    cursor.execute("SELECT to_regclass('oncelog_schema') IS NOT NULL")
+    if not cursor.fetchone()[0]:
+        return 0
+    cursor.execute("SELECT version FROM oncelog_schema")
+    return int(cursor.fetchone()[0])
+
+
+def migrate(connection: Any) -> tuple[int, int]:
+    """Bring the schema to `SCHEMA_VERSION` (psycopg connection, sync); returns (from, to) versions."""
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        start = current_version(cursor)
+        if start > SCHEMA_VERSION:
+            raise SchemaTooNew(f"the database schema is at version {start}, newer than this oncelog's "
+                               f"{SCHEMA_VERSION}: upgrade oncelog on this host")
+        for version in range(start, SCHEMA_VERSION):
+            cursor.execute(MIGRATIONS[version])
+            cursor.execute("UPDATE oncelog_schema SET version = %s", (version + 1,))
+    return start, SCHEMA_VERSION
