@@ -15,6 +15,10 @@ SENTINEL_CORRELATION_ID = 2**31 - 1
 FUZZ_BROKER_OVERRIDES = {
     "max.broker.partitions": "300",  # random CreateTopics would otherwise make thousands of directories
     "group.initial.rebalance.delay.ms": "0",
+    # A JoinGroup may rightly wait for the group's other members until their sessions expire (Kafka's
+    # DelayedJoin); fuzzed members never heartbeat, so short sessions bound that wait below PROBE_TIMEOUT_S.
+    "group.min.session.timeout.ms": "1",
+    "group.max.session.timeout.ms": "3000",
     "offsets.topic.num.partitions": "3",
     "transaction.state.log.num.partitions": "3",
 }
