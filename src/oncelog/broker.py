@@ -5,8 +5,12 @@ never await). Time comes from an injected clock, timers from an injected schedul
 is on disk" from an injected `durability` hook, so the whole core runs without an event loop in tests.
 
 Partition data lives behind `storage` (the seam in `oncelog.storage`); handlers use only its verbs and
-the coordinators' verbs. The local backend keeps the coordinators' state in internal topics of the same
-data directory (`storage.internal`) and replays them here before the server accepts connections.
+the coordinators' verbs, and learn who the brokers are from `cluster`. The local backend keeps the
+coordinators' state in internal topics of the same data directory (`storage.internal`) and replays them
+here before the server accepts connections. A broker on shared storage (PostgreSQL) gets its storage,
+cluster view, producer ids, transaction coordinator and group partitions already opened by the server
+layer (they do I/O); its group coordinator serves the `__consumer_offsets` partitions this broker wins
+(`group_gate`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
+from oncelog.cluster import Cluster, SingleNode
 from oncelog.config import BrokerConfig
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupConfig, GroupCoordinator
 from oncelog.coordinator.producer_ids import ProducerIdAllocator
@@ -28,8 +34,10 @@ from oncelog.coordinator.transaction.coordinator import (
     TransactionConfig,
     TransactionCoordinator,
 )
+from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
+from oncelog.storage.api import Storage
 from oncelog.storage.internal import (
     InternalTopics,
     InternalTopicStorage,
@@ -71,48 +79,79 @@ def _crash_at(point: str, wanted: str) -> None:
         os._exit(137)
 
 
+class ProducerIds(Protocol):
+    def allocate(self) -> int:
+        """A producer id never handed out before; OSError if none can be reserved now (retriable)."""
+        ...
+
+
+class SharedBackend(NamedTuple):
+    """What a broker on shared storage is given, opened: the storage, the cluster view, producer ids."""
+
+    storage: Storage
+    cluster: Cluster
+    producer_ids: ProducerIds
+    cluster_id: str
+    transactions: Any
+    """The transaction coordinator over the database (`storage.postgres.transactions`)."""
+    group_partitions: Any
+    """Ownership, loading and storage of the group coordinator's partitions (`storage.postgres.groups`)."""
+
+
 class Broker:
-    def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms, fs: FileSystem = OS_FILE_SYSTEM) -> None:
+    def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms, fs: FileSystem = OS_FILE_SYSTEM,
+                 shared: SharedBackend | None = None) -> None:
         self.config = config
         self.clock = clock
         self.fs = fs
-        self.logs = LogManager(config, fs)
-        """The local backend's partition logs (maintenance jobs and the flusher work on them)."""
-        self.storage = LocalStorage(self.logs)
-        self.cluster_id = ""
-        self.producer_ids: ProducerIdAllocator
         self.advertised: dict[str, tuple[str, int]] = {}
         """Per listener name, the (host, port) clients are told (set by the server once it is bound)."""
+        self.storage: Storage
+        self.cluster: Cluster
+        self.producer_ids: ProducerIds
+        self.cluster_id = ""
+        self.shared = shared
+        self.transactions: Any
+        """The transaction coordinator: in memory over `__transaction_state` locally, over the database on
+        shared storage; the same verbs."""
+        if shared is None:
+            self.logs = LogManager(config, fs)
+            """The local backend's partition logs (maintenance jobs and the flusher work on them)."""
+            self.local = LocalStorage(self.logs)
+            self.storage = self.local
+            self.cluster = SingleNode(config.node_id, self.advertised)
+        else:
+            self.storage = shared.storage
+            self.cluster = shared.cluster
+            self.producer_ids = shared.producer_ids
+            self.cluster_id = shared.cluster_id
+            self.transactions = shared.transactions
         self.scheduler: Scheduler
         self.internal_topics: InternalTopics
         self.groups: GroupCoordinator
-        self.transactions: TransactionCoordinator
 
     def start(self, scheduler: Scheduler, durability: Durability) -> None:
         """Load logs and coordinator state; `scheduler` and `durability` come from the server layer."""
         self.scheduler = scheduler
         config = self.config
-        storage = self.storage
+        if self.shared is not None:
+            partitions = self.shared.group_partitions
+            offsets = self.storage.topic(OFFSETS_TOPIC)
+            self.groups = GroupCoordinator(partitions, scheduler, self.clock,
+                                           self._group_config(offsets.partitions if offsets else
+                                                              config.offsets_topic_num_partitions),
+                                           self._partition_exists)
+            partitions.attach(self.groups, self.cluster, self.clock)
+            return
+        storage = self.local
         storage.start(self.clock(), durability)
         self.cluster_id = _load_cluster_id(self.fs, config.data_dir, config.node_id)
         self.producer_ids = ProducerIdAllocator(self.fs, config.data_dir)
         self.internal_topics = internal = InternalTopics(storage, config, self.clock)
         coordinator_storage = InternalTopicStorage(internal, storage, self.clock)
-        partition_exists = lambda topic, partition: self.logs.get(topic, partition) is not None  # noqa: E731
-        self.groups = GroupCoordinator(
-            coordinator_storage,
-            scheduler,
-            self.clock,
-            GroupConfig(
-                session_timeout_ms_min=config.group_min_session_timeout_ms,
-                session_timeout_ms_max=config.group_max_session_timeout_ms,
-                initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-                offsets_topic_partitions=internal.partitions[OFFSETS_TOPIC],
-                offsets_retention_ms=config.offsets_retention_ms,
-                offset_metadata_bytes_max=config.offset_metadata_max_bytes,
-            ),
-            partition_exists,
-        )
+        partition_exists = self._partition_exists
+        self.groups = GroupCoordinator(coordinator_storage, scheduler, self.clock,
+                                       self._group_config(internal.partitions[OFFSETS_TOPIC]), partition_exists)
         self.transactions = TransactionCoordinator(
             coordinator_storage, LocalMarkerWriter(storage, lambda: self.groups, self.clock), scheduler, self.clock,
             self.producer_ids.allocate,
@@ -127,17 +166,69 @@ class Broker:
         replay_offsets_topic(storage, self.groups)
         replay_transaction_state(storage, self.transactions)
 
+    def _group_config(self, offsets_topic_partitions: int) -> GroupConfig:
+        config = self.config
+        return GroupConfig(
+            session_timeout_ms_min=config.group_min_session_timeout_ms,
+            session_timeout_ms_max=config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+            offsets_topic_partitions=offsets_topic_partitions,
+            offsets_retention_ms=config.offsets_retention_ms,
+            offset_metadata_bytes_max=config.offset_metadata_max_bytes,
+        )
+
+    def _partition_exists(self, topic: str, partition: int) -> bool:
+        info = self.storage.topic(topic)
+        return info is not None and 0 <= partition < info.partitions
+
     def ensure_internal_topic(self, name: str) -> None:
-        """Create an internal topic if it does not exist; KafkaError if the disk refuses."""
-        self.internal_topics.topic(name)
+        """Create an internal topic if it does not exist; KafkaError if the disk refuses. (On shared
+        storage the broker made them at start.)"""
+        if self.shared is None:
+            self.internal_topics.topic(name)
 
     def ensure_coordinator_partition(self, topic: str, partition: int) -> None:
         """The coordinator partition exists (created on first use) and is online; else KafkaError, which
         coordinator APIs answer as COORDINATOR_NOT_AVAILABLE."""
-        self.internal_topics.log(topic, partition)
+        if self.shared is None:
+            self.internal_topics.log(topic, partition)
+
+    def group_gate(self, group_ids: list[str]) -> ErrorCode | None:
+        """None if this broker may serve requests for `group_ids` now; else the retriable error to
+        answer (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS). Always None on local storage."""
+        if self.shared is None:
+            return None
+        return self.shared.group_partitions.gate(group_ids)  # type: ignore[no-any-return]
+
+    def partition_changed(self, topic: str, partition: int) -> None:
+        """A partition grew (any broker's write): the group coordinator tails its own partitions."""
+        if self.shared is not None and topic == OFFSETS_TOPIC:
+            self.shared.group_partitions.changed(partition)
 
     def close(self) -> None:
-        self.storage.close()
+        if self.shared is None:
+            self.local.close()
+
+    def broker_address(self, node_id: int, listener: str) -> tuple[str, int] | None:
+        """Where clients of `listener` reach broker `node_id` (None if it is not live)."""
+        if node_id == self.config.node_id:
+            return self.advertised_address(listener)
+        for broker in self.cluster.brokers():
+            if broker.node_id == node_id:
+                return broker.address(listener)
+        return None
+
+    def live_brokers(self, listener: str) -> list[tuple[int, str, int]]:
+        """(node id, host, port) of every live broker that has `listener`, this one always included."""
+        found = []
+        for broker in self.cluster.brokers():
+            address = self.advertised_address(listener) if broker.node_id == self.config.node_id else \
+                broker.address(listener)
+            if address is not None:
+                found.append((broker.node_id, *address))
+        if not any(node_id == self.config.node_id for node_id, _, _ in found):
+            found.insert(0, (self.config.node_id, *self.advertised_address(listener)))
+        return found
 
     def now_ms(self) -> int:
         return self.clock()

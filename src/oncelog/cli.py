@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,8 +28,10 @@ def _serve_parser(subparsers: Any) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run a broker",
-        description="Run a single-node Kafka-compatible broker. It prints 'oncelog listening on HOST:PORT' "
-        "once it accepts connections and shuts down cleanly on SIGTERM or Ctrl-C.",
+        description="Run a Kafka-compatible broker. It prints 'oncelog listening on HOST:PORT' once it "
+        "accepts connections and shuts down cleanly on SIGTERM or Ctrl-C. By default it keeps its partitions "
+        "in --data-dir (one broker); with --storage postgresql://... any number of brokers share one "
+        "database, each with its own --broker-id.",
         epilog="Broker properties (Kafka names) for --config/--override: " + ", ".join(broker_property_names()),
     )
     serve.add_argument("--host", default=None,
@@ -36,13 +39,21 @@ def _serve_parser(subparsers: Any) -> None:
                        "for --override listeners=PLAINTEXT://HOST:PORT; use advertised.listeners to tell "
                        "clients another address")
     serve.add_argument("--port", type=int, default=None, help="port to listen on; 0 picks a free one (default 9092)")
-    serve.add_argument("--data-dir", type=Path, default=None, help="where logs live (default ./oncelog-data)")
+    serve.add_argument("--data-dir", type=Path, default=None,
+                       help="where logs live (default ./oncelog-data); with --storage, nothing durable is kept there")
+    serve.add_argument("--storage", default=None, metavar="URL",
+                       help="'local' (default: files in --data-dir) or postgresql://USER@HOST/DB to share one "
+                       "PostgreSQL database between brokers (the schema is created and migrated by oncelog)")
+    serve.add_argument("--broker-id", type=int, default=None, metavar="N",
+                       help="this broker's id (broker.id; default 1); unique among brokers sharing --storage")
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help="a server.properties file")
     serve.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE",
         help="set a broker property, e.g. --override num.partitions=3 (repeatable; wins over --config)",
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", default=os.environ.get("ONCELOG_LOG_LEVEL", "INFO"),
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="log verbosity (default: $ONCELOG_LOG_LEVEL or INFO); DEBUG logs every request")
 
 
 def _topics_parser(subparsers: Any) -> None:
@@ -159,7 +170,8 @@ def _key_values(pairs: list[str], what: str) -> dict[str, str]:
 def serve_config(args: argparse.Namespace) -> BrokerConfig:
     properties = load_properties(args.config) if args.config else {}
     properties.update(_key_values(args.override, "--override"))
-    return broker_config(properties, host=args.host, port=args.port, data_dir=args.data_dir)
+    return broker_config(properties, host=args.host, port=args.port, data_dir=args.data_dir, storage=args.storage,
+                         node_id=args.broker_id)
 
 
 async def _serve(config: BrokerConfig) -> None:
@@ -205,6 +217,14 @@ def _run_serve(args: argparse.Namespace) -> int:
     except (DataDirInUse, DataDirError, ListenError) as error:
         print(f"oncelog: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if type(error).__module__.startswith("psycopg") or type(error).__name__ in ("DuplicateBrokerId",
+                                                                                    "SchemaTooNew"):
+            print(f"oncelog: cannot start on {config.storage.split('@')[-1]}: {error}".rstrip(), file=sys.stderr)
+            print("oncelog: check the --storage URL, that PostgreSQL runs and that the user may create tables",
+                  file=sys.stderr)
+            return 1
+        raise
     except OSError as error:  # anything else the disk or the network refused at start
         where = f" ({error.filename})" if error.filename else ""
         print(f"oncelog: cannot start: {error.strerror or error}{where}", file=sys.stderr)

@@ -107,6 +107,15 @@ class BrokerConfig:
     connection_requests_in_flight_max: int = 64
     connections_max_idle_ms: int = 600_000
     max_broker_partitions: int = 20_000
+    storage: str = "local"
+    """Where partitions live: "local" (files in data_dir) or a postgresql:// URL shared by many brokers."""
+    broker_heartbeat_interval_ms: int = 2000
+    broker_session_timeout_ms: int = 9000
+
+    @property
+    def shared_storage(self) -> bool:
+        """True when brokers share a database (PostgreSQL) instead of owning a data directory."""
+        return self.storage != "local"
 
     @property
     def host(self) -> str:
@@ -128,6 +137,9 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "listeners": ("listeners", lambda v: parse_endpoints(v, "listeners")),
     "advertised.listeners": ("advertised_listeners", lambda v: parse_endpoints(v, "advertised.listeners")),
     "listener.security.protocol.map": ("listener_security_protocol_map", str),
+    "storage": ("storage", str),
+    "broker.heartbeat.interval.ms": ("broker_heartbeat_interval_ms", _INT),
+    "broker.session.timeout.ms": ("broker_session_timeout_ms", _INT),
     "log.dir": ("data_dir", Path),
     "log.dirs": ("data_dir", Path),
     "node.id": ("node_id", _INT),
@@ -216,6 +228,10 @@ def _validate(config: BrokerConfig) -> None:
         (config.fetch_max_bytes >= 1024, "fetch.max.bytes must be at least 1024"),
         (config.connections_max_idle_ms >= 1, "connections.max.idle.ms must be at least 1"),
         (config.max_broker_partitions >= 1, "max.broker.partitions must be at least 1"),
+        (config.storage == "local" or config.storage.startswith(("postgresql://", "postgres://")),
+         "storage must be 'local' or a postgresql:// URL"),
+        (0 < config.broker_heartbeat_interval_ms < config.broker_session_timeout_ms,
+         "broker.heartbeat.interval.ms must be positive and below broker.session.timeout.ms"),
         (config.offsets_topic_segment_bytes >= config.message_max_bytes,
          "offsets.topic.segment.bytes must be ≥ message.max.bytes"),
         (config.transaction_state_log_segment_bytes >= config.message_max_bytes,

@@ -17,6 +17,7 @@ every input partition (the input is written completely before the processor star
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -50,19 +51,32 @@ def _reached(consumer: Consumer, assignment: list[TopicPartition], ends: dict[in
     return all(positions.get(p, -1) >= end for p, end in ends.items())
 
 
+def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
+    """The partition's high watermark, asked again while the cluster changes under us (a broker that just
+    died may still be its leader; librdkafka then fails the request with a local error)."""
+    deadline = time.monotonic() + TIMEOUT_S * 3
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(partition, TIMEOUT_S, cached=False)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int:
     bootstrap, input_topic, output_topic, group_id, transactional_id, session_timeout_ms = argv[:6]
+    debug = {"debug": os.environ["EOS_PROCESSOR_DEBUG"]} if os.environ.get("EOS_PROCESSOR_DEBUG") else {}
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id, "linger.ms": 5,
-                         "transaction.timeout.ms": 30_000})
+                         "transaction.timeout.ms": 30_000, **debug})
     producer.init_transactions(TIMEOUT_S * 3)  # fences the previous instance, aborts its open transaction
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": group_id, "client.id": "eos-processor",
         "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "session.timeout.ms": int(session_timeout_ms), "heartbeat.interval.ms": 200,
+        "session.timeout.ms": int(session_timeout_ms), "heartbeat.interval.ms": 200, **debug,
     })
     partitions = len(consumer.list_topics(input_topic, TIMEOUT_S).topics[input_topic].partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(input_topic, p), TIMEOUT_S, cached=False)[1]
-            for p in range(partitions)}
+    ends = {p: _end_offset(consumer, TopicPartition(input_topic, p)) for p in range(partitions)}
     consumer.subscribe([input_topic])
     handled = 0
     ready = False

@@ -94,8 +94,30 @@ def no_verify(transactional_id: str | None, header: Any, partition: Any) -> Erro
     return None
 
 
-async def append(storage: Storage, *appends: Append, verify: Any = no_verify) -> list[Any]:
-    return list(await wait(storage.append(None, list(appends), ACKS_ALL, NOW_MS, verify)))
+async def append(storage: Storage, *appends: Append, verify: Any = no_verify,
+                 transactional_id: str | None = None) -> list[Any]:
+    return list(await wait(storage.append(transactional_id, list(appends), ACKS_ALL, NOW_MS, verify)))
+
+
+async def begin_transaction(storage: Storage, transactional_id: str, producer_id: int, epoch: int,
+                            partitions: list[tuple[str, int]]) -> None:
+    """Make `transactional_id` Ongoing with `partitions` added, where the backend keeps that state: the
+    local backend asks its coordinator (the `verify` callback, here `no_verify`); PostgreSQL keeps it in
+    its `txn` tables, which the coordinator's AddPartitionsToTxn writes."""
+    from oncelog.storage.postgres.storage import PostgresStorage
+
+    if not isinstance(storage, PostgresStorage):
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(storage.url, autocommit=True) as connection:
+        await connection.execute(
+            "INSERT INTO txn (transactional_id, producer_id, producer_epoch, timeout_ms, state, start_ms,"
+            " last_update_ms) VALUES (%s, %s, %s, 60000, 'Ongoing', %s, %s)",
+            (transactional_id, producer_id, epoch, NOW_MS, NOW_MS))
+        for topic, partition in partitions:
+            await connection.execute("INSERT INTO txn_partition VALUES (%s, %s, %s)",
+                                     (transactional_id, topic, partition))
 
 
 async def read(storage: Storage, offset: int, committed: bool = False, max_bytes: int = 1 << 20) -> PartitionData:
@@ -178,7 +200,9 @@ def test_open_transactions_pin_the_last_stable_offset_and_aborts_are_listed(back
         async with open_storage(*backend) as storage:
             await with_topic(storage)
             await append(storage, batch([b"before"]))
-            await append(storage, batch([b"t1"], producer_id=3, epoch=0, sequence=0, transactional=True))
+            await begin_transaction(storage, "tx", 3, 0, [(TOPIC, 0)])
+            await append(storage, batch([b"t1"], producer_id=3, epoch=0, sequence=0, transactional=True),
+                         transactional_id="tx")
             await append(storage, batch([b"after"]))
             data = await read(storage, 0, committed=True)
             assert data.high_watermark == 3 and data.last_stable_offset == 1
@@ -198,7 +222,7 @@ def test_open_transactions_pin_the_last_stable_offset_and_aborts_are_listed(back
             stale = await wait(storage.write_markers([Marker(TOPIC, 0, 3, -1, 0, commit=True)], NOW_MS))
             assert stale == [ErrorCode.invalid_producer_epoch]
             committed_txn = await append(storage, batch([b"t2"], producer_id=3, epoch=0, sequence=1,
-                                                        transactional=True))
+                                                        transactional=True), transactional_id="tx")
             assert committed_txn[0].base_offset == 4
             await wait(storage.write_markers([Marker(TOPIC, 0, 3, 0, 0, commit=True)], NOW_MS))
             final = await read(storage, 4, committed=True)
@@ -216,11 +240,13 @@ def test_transactional_batches_are_verified_after_the_producer_state_check(backe
             return ErrorCode.invalid_txn_state
 
         async with open_storage(*backend) as storage:
-            await with_topic(storage)
+            await with_topic(storage, 2)
+            # Ongoing, but with partition 1 only: the local coordinator (refuse) and the txn tables agree.
+            await begin_transaction(storage, "tx", 4, 0, [(TOPIC, 1)])
             refused = await append(storage, batch([b"z"], producer_id=4, epoch=0, sequence=0, transactional=True),
-                                   verify=refuse)
+                                   verify=refuse, transactional_id="tx")
             assert isinstance(refused[0], AppendError) and refused[0].code == ErrorCode.invalid_txn_state
-            assert asked == [(TOPIC, 0)]
+            assert asked == ([(TOPIC, 0)] if backend[0] == "local" else [])
             data = await read(storage, 0, committed=True)
             assert data.high_watermark == 0 and data.last_stable_offset == 0
 

@@ -66,12 +66,14 @@ class Scheduler(Protocol):
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredBatch:
     token: Any
     """What `when_durable` takes."""
     base_offset: int
-    """Offset of the first record: record i is at base_offset + i."""
+    """Offset of the first record: record i is at base_offset + i. A storage that learns it only when the
+    write commits (PostgreSQL) sets it before any `when_durable` callback runs; coordinators read it
+    only from there."""
 
 
 class CoordinatorStorage(Protocol):
@@ -123,6 +125,11 @@ class ManualScheduler:
             self.now_ms = timer.due_ms
             timer.callback()
         self.now_ms = target
+
+
+def resolved_or(value: T | Completion[T]) -> Completion[T]:
+    """`value` as a Completion (itself if it is one)."""
+    return value if isinstance(value, Completion) else resolved(value)
 
 
 def gather(completions: list[Completion[T]]) -> Completion[list[T]]:

@@ -6,7 +6,9 @@ but never advertised (WriteTxnMarkers, for tooling: clients must not see it, doc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from . import (
     add_offsets_to_txn,
@@ -84,3 +86,17 @@ def _handler(module: ModuleType) -> ApiHandler:
 
 HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in _MODULES}
 INTERNAL_HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in (write_txn_markers,)}
+
+
+def _group_id(request: Any) -> list[str]:
+    return [str(request.group_id)]
+
+
+GROUP_IDS: dict[int, Callable[[Any], list[str]]] = {
+    **{module.API_KEY: _group_id for module in (join_group, sync_group, heartbeat, leave_group, offset_commit,
+                                                offset_fetch, offset_delete, txn_offset_commit)},
+    describe_groups.API_KEY: lambda request: [str(group) for group in request.groups],
+    delete_groups.API_KEY: lambda request: [str(group) for group in request.groups_names],
+}
+"""The groups each group API is about: a broker that does not coordinate them (yet) answers
+NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS before the handler runs (`Broker.group_gate`)."""

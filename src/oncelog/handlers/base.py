@@ -63,6 +63,14 @@ class AwaitCompletion:
     respond: Callable[[Any], Any]
 
 
+def answer(result: Any, respond: Callable[[Any], Any]) -> Any:
+    """`respond(value)` now if `result` is a value or a resolved Completion, else once it resolves (the
+    local coordinators answer from memory, the PostgreSQL ones after a database round trip)."""
+    if isinstance(result, Completion):
+        return respond(result.value()) if result.done else AwaitCompletion(result, respond)
+    return respond(result)
+
+
 Outcome = Any
 """A kio response object, NO_RESPONSE, CLOSE_CONNECTION, AwaitData or AwaitCompletion."""
 

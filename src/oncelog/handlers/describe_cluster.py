@@ -15,14 +15,13 @@ VERSIONS = (0, 1)
 
 def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
-    node = broker.config.node_id
-    host, port = broker.advertised_address(context.listener)
     return build_response(API_KEY, context.api_version, {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
         "error_message": None,
         "cluster_id": broker.cluster_id,
-        "controller_id": node,
-        "brokers": [{"broker_id": node, "host": host, "port": port}],
+        "controller_id": broker.cluster.controller(),
+        "brokers": [{"broker_id": node_id, "host": host, "port": port}
+                    for node_id, host, port in broker.live_brokers(context.listener)],
         "cluster_authorized_operations": -2147483648,
     })

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from oncelog.coordinator.runtime import gather, resolved_or
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
-from .base import RequestContext
+from .base import RequestContext, answer
 
 API_KEY = 65
 VERSIONS = (0, 0)
@@ -24,9 +25,15 @@ def _entry(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    states = [_entry(context.broker.transactions.describe(transactional_id))
-              for transactional_id in request.transactional_ids]
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": states})
+    transactions = context.broker.transactions
+    described = gather([resolved_or(transactions.describe(transactional_id))
+                        for transactional_id in request.transactional_ids])
+
+    def respond(results: list[dict[str, Any]]) -> Any:
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": [
+            _entry(result) for result in results]})
+
+    return answer(described, respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncelog.cluster import group_partition_key
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
 from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
 from oncelog.errors import ErrorCode, KafkaError
@@ -27,12 +28,21 @@ KEY_TYPE_TRANSACTION = 1
 
 def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     broker = context.broker
-    host, port = broker.advertised_address(context.listener)
-    found = {"key": key, "node_id": broker.config.node_id, "host": host, "port": port,
-             "error_code": ErrorCode.none, "error_message": None}
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if not key:
         return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}
+    if key_type == KEY_TYPE_GROUP:  # the broker that wins the group's __consumer_offsets partition
+        node_id = broker.cluster.coordinator(group_partition_key(broker.groups.partition_of(key)))
+    else:  # any broker serves any transactional id; the hash only spreads them
+        node_id = broker.cluster.coordinator(f"{key_type}:{key}")
+    address = broker.broker_address(node_id, context.listener)
+    if address is None:
+        return {**missing, "error_code": ErrorCode.coordinator_not_available, "error_message": None}
+    found = {"key": key, "node_id": node_id, "host": address[0], "port": address[1],
+             "error_code": ErrorCode.none, "error_message": None}
+    if broker.shared is not None:  # the database holds the state: the coordinator is any live broker
+        return found if key_type in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION) else {
+            **missing, "error_code": ErrorCode.invalid_request, "error_message": f"unknown key type {key_type}"}
     try:
         if key_type == KEY_TYPE_GROUP:
             broker.ensure_coordinator_partition(OFFSETS_TOPIC, broker.groups.partition_of(key))

@@ -40,8 +40,9 @@ def handle(context: RequestContext, request: Any) -> Any:
     try:
         if transactional_id is None:
             return _respond(context, ErrorCode.none, broker.producer_ids.allocate(), 0)
-        partition = broker.transactions.partition_of(transactional_id or "x")
-        broker.ensure_coordinator_partition(TRANSACTION_STATE_TOPIC, partition)
+        if broker.shared is None:  # the local coordinator's __transaction_state partition must be usable
+            partition = broker.transactions.partition_of(transactional_id or "x")
+            broker.ensure_coordinator_partition(TRANSACTION_STATE_TOPIC, partition)
     except (OSError, KafkaError):
         # The producer-id block or the coordinator's partition cannot be written: retriable, as Kafka's
         # COORDINATOR_NOT_AVAILABLE while its log is unavailable.

@@ -8,16 +8,21 @@ from typing import Any
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
-from .base import RequestContext
+from .base import RequestContext, answer
 
 API_KEY = 66
 VERSIONS = (0, 1)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    unknown, listed = context.broker.transactions.list(
+    result = context.broker.transactions.list(
         list(request.state_filters), [int(p) for p in request.producer_id_filters],
         int(getattr(request, "duration_filter", -1)))
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "error_code": ErrorCode.none,
-                                                         "unknown_state_filters": unknown,
-                                                         "transaction_states": listed})
+
+    def respond(found: tuple[list[str], list[dict[str, Any]]]) -> Any:
+        unknown, listed = found
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "error_code": ErrorCode.none,
+                                                             "unknown_state_filters": unknown,
+                                                             "transaction_states": listed})
+
+    return answer(result, respond)

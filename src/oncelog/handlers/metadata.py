@@ -1,8 +1,10 @@
 """Metadata (key 3), versions 1–12.
 
 Behaviour:
-- This node is the only broker, the controller (librdkafka's admin client needs a controller id) and the
-  leader of every partition, with a constant leader epoch and itself as the only replica and ISR.
+- Brokers are the live brokers of the cluster (just this one on local storage); the controller is the
+  lowest live id (librdkafka's admin client needs one). Each partition's leader is the cluster's choice
+  (rendezvous hash over live brokers, `oncelog.cluster`), with a constant leader epoch and itself as
+  the only replica and ISR; every broker serves every partition, so a stale choice is never wrong.
 - `topics = null` lists every topic; an empty list lists none.
 - Unknown topics are created with the broker defaults when `auto.create.topics.enable` is on and the
   request allows it (v4+ `allow_auto_topic_creation`; always for v1–3), else UNKNOWN_TOPIC_OR_PARTITION.
@@ -38,6 +40,7 @@ _UNKNOWN_TOPIC_ID = None
 
 
 def _partition_entry(node: int, index: int, offline: bool) -> dict[str, Any]:
+    """`node` leads the partition (any broker serves it correctly; the leader only spreads clients)."""
     if offline:
         # The only replica's log is offline after a disk error: no leader, as Kafka reports a partition
         # whose leader's log directory failed.
@@ -48,14 +51,14 @@ def _partition_entry(node: int, index: int, offline: bool) -> dict[str, Any]:
 
 
 def topic_entry(context: RequestContext, topic: TopicInfo) -> dict[str, Any]:
-    node = context.broker.config.node_id
     storage = context.broker.storage
+    leader = context.broker.cluster.leader
     return {
         "error_code": ErrorCode.none,
         "name": topic.name,
         "topic_id": topic.topic_id,
         "is_internal": topic.internal,
-        "partitions": [_partition_entry(node, index, storage.offline(topic.name, index))
+        "partitions": [_partition_entry(leader(topic.name, index), index, storage.offline(topic.name, index))
                        for index in range(topic.partitions)],
     }
 
@@ -112,16 +115,15 @@ def _requested_entry(context: RequestContext, requested: Any, allow_auto_create:
 
 def _respond(context: RequestContext, topics: list[dict[str, Any]]) -> Any:
     broker = context.broker
-    config = broker.config
-    host, port = broker.advertised_address(context.listener)
     return build_response(
         API_KEY,
         context.api_version,
         {
             "throttle_time": 0,
-            "brokers": [{"node_id": config.node_id, "host": host, "port": port}],
+            "brokers": [{"node_id": node_id, "host": host, "port": port}
+                        for node_id, host, port in broker.live_brokers(context.listener)],
             "cluster_id": broker.cluster_id,
-            "controller_id": config.node_id,
+            "controller_id": broker.cluster.controller(),
             "topics": topics,
             "cluster_authorized_operations": -2147483648,
         },

@@ -29,7 +29,7 @@ from typing import Any
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
-from oncelog.storage.api import Append, Appended, AppendResult, PartitionKey
+from oncelog.storage.api import PRODUCE_VERIFICATION_ERRORS, Append, Appended, AppendResult, PartitionKey
 
 from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, RequestContext
 
@@ -52,14 +52,6 @@ def _partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_ap
     }
 
 
-# KIP-890 verification answers, as Kafka translates them for Produce below v11.
-_VERIFICATION_ERRORS = {
-    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
-    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
-    ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas,
-}
-
-
 def _verifier(context: RequestContext) -> Any:
     """KIP-890 part 1, asked by the storage for a producer's first transactional batch on a partition: it
     must belong to its ongoing transaction with this partition added (a zombie can't open a transaction
@@ -69,7 +61,7 @@ def _verifier(context: RequestContext) -> Any:
     def verify(transactional_id: str | None, header: BatchHeader, partition: PartitionKey) -> ErrorCode | None:
         problem = transactions.verify_partition(transactional_id, header.producer_id, header.producer_epoch,
                                                 partition)
-        return None if problem is None else _VERIFICATION_ERRORS.get(problem, problem)
+        return None if problem is None else PRODUCE_VERIFICATION_ERRORS.get(problem, problem)
 
     return verify
 

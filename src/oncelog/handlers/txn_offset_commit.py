@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, OffsetCommit
-from oncelog.coordinator.runtime import resolved
+from oncelog.coordinator.runtime import Completion, resolved_or
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 
@@ -36,16 +36,21 @@ def handle(context: RequestContext, request: Any) -> Any:
         for topic in request.topics for p in topic.partitions
     ]
     partition = (OFFSETS_TOPIC, broker.groups.partition_of(request.group_id))
-    problem = broker.transactions.verify_partition(request.transactional_id, int(request.producer_id),
-                                                  int(request.producer_epoch), partition)
-    if problem is not None:
-        code = _VERIFICATION_ERRORS.get(problem, problem)
-        completion = resolved({(c.topic, c.partition): code for c in commits})
-    else:
-        completion = broker.groups.commit_transactional_offsets(
+    verified = resolved_or(broker.transactions.verify_partition(
+        request.transactional_id, int(request.producer_id), int(request.producer_epoch), partition))
+    completion: Completion[dict[tuple[str, int], ErrorCode]] = Completion()
+
+    def commit(problem: ErrorCode | None) -> None:
+        if problem is not None:
+            code = _VERIFICATION_ERRORS.get(problem, problem)
+            completion.resolve({(c.topic, c.partition): code for c in commits})
+            return
+        broker.groups.commit_transactional_offsets(
             request.group_id, int(request.producer_id), int(request.producer_epoch),
             getattr(request, "member_id", ""), getattr(request, "group_instance_id", None),
-            int(getattr(request, "generation_id", -1)), commits)
+            int(getattr(request, "generation_id", -1)), commits).on_done(completion.resolve)
+
+    verified.on_done(commit)
 
     def respond(errors: dict[tuple[str, int], ErrorCode]) -> Any:
         topics = [{"name": topic.name, "partitions": [

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from oncelog.broker import Broker
+from oncelog.broker import Broker, wall_clock_ms
 from oncelog.config import BrokerConfig
 from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
@@ -25,6 +25,7 @@ from oncelog.logs import RateLimited
 
 from .connection import Connection
 from .flusher import Flusher
+from .shared import OpenShared, open_shared
 from .waiters import DataWaiters
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,14 @@ _job_errors = RateLimited(300.0)
 class BrokerServer:
     def __init__(self, config: BrokerConfig, broker: Broker | None = None) -> None:
         self.config = config
-        self.broker = broker or Broker(config)
+        self._given_broker = broker
+        self.broker: Broker
+        """On shared storage the broker is made by `start`, once the database is open."""
+        if broker is not None:
+            self.broker = broker
+        elif not config.shared_storage:
+            self.broker = Broker(config)
+        self._shared: OpenShared | None = None
         self.flusher = Flusher(config.log_flush_interval_ms)
         self.waiters = DataWaiters()
         self._servers: list[asyncio.Server] = []
@@ -106,6 +114,9 @@ class BrokerServer:
         self.bound_ports: dict[str, int] = {}
 
     async def start(self) -> None:
+        if self.config.shared_storage and self._given_broker is None:
+            self._shared = await open_shared(self.config, wall_clock_ms)
+            self.broker = Broker(self.config, shared=self._shared.backend)
         broker = self.broker
         self._scheduler = _LoopScheduler(asyncio.get_running_loop())
         broker.storage.on_change = self._log_changed
@@ -121,6 +132,8 @@ class BrokerServer:
                 for started in self._servers:
                     started.close()
                 broker.close()
+                if self._shared is not None:
+                    await self._shared.close()
                 raise ListenError(f"cannot listen on {endpoint}: {error.strerror or error}. Pick another port "
                                   "(0 chooses a free one) or stop what holds this one") from error
             self._servers.append(server)
@@ -132,6 +145,14 @@ class BrokerServer:
                                                                   bound_port)
             logger.info("listener %s bound to %s:%d, advertised as %s:%d", endpoint.name, endpoint.host or "*",
                         bound_port, *broker.advertised[endpoint.name])
+        if self._shared is not None:
+            try:
+                await self._shared.registry.open(dict(broker.advertised))
+            except BaseException:
+                for started in self._servers:
+                    started.close()
+                await self._shared.close()
+                raise
         # The flusher is never cancelled (a cancel racing its wake-up timeout could be swallowed); it
         # stops through `Flusher.stop`, after the last coordinator write of a clean shutdown.
         self._flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
@@ -156,9 +177,11 @@ class BrokerServer:
 
     def _log_changed(self, topic: str, partition: int) -> None:
         self.waiters.notify((topic, partition))
+        self.broker.partition_changed(topic, partition)
 
     def _refresh_tracked_logs(self) -> None:
-        self.flusher.track(list(self.broker.logs.logs()))
+        if self.broker.shared is None:
+            self.flusher.track(list(self.broker.logs.logs()))
 
     def _new_connection(self, listener: str) -> Connection:
         connection = Connection(self.broker, self.waiters, self._connections.discard, listener)
@@ -177,23 +200,38 @@ class BrokerServer:
                                 self.config.connections_max_idle_ms)
                     connection.abort()
 
-    async def _maintenance(self) -> None:
+    def _jobs(self) -> list[_Periodic]:
         config = self.config
-        logs = self.broker.logs
         broker = self.broker
-        jobs = [
-            _Periodic("retention", config.log_retention_check_interval_ms,
-                      lambda: logs.apply_retention(broker.now_ms())),
-            _Periodic("checkpoints", config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
-            _Periodic("offset-expiry", config.offsets_retention_check_interval_ms, broker.groups.expire_offsets),
-            _Periodic("cleaner", config.log_cleaner_backoff_ms, lambda: logs.compact(broker.now_ms())),
+        transaction_jobs = [
             _Periodic("transaction-timeouts", config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
                       broker.transactions.abort_timed_out),
             _Periodic("transactional-id-expiry", config.transaction_remove_expired_transaction_cleanup_interval_ms,
                       broker.transactions.expire_transactional_ids),
+        ]
+        offset_expiry = _Periodic("offset-expiry", config.offsets_retention_check_interval_ms,
+                                  broker.groups.expire_offsets)
+        if broker.shared is not None:
+            # The database holds the partitions: retention and compaction there are not done yet (README,
+            # Limits); the reapers run on every broker (SKIP LOCKED keeps them apart); each broker gives
+            # up the group partitions another live broker wins now.
+            ownership = _Periodic("group-ownership", config.broker_heartbeat_interval_ms,
+                                  broker.shared.group_partitions.check_ownership)
+            return [*transaction_jobs, offset_expiry, ownership]
+        logs = broker.logs
+        return [
+            *transaction_jobs,
+            _Periodic("retention", config.log_retention_check_interval_ms,
+                      lambda: logs.apply_retention(broker.now_ms())),
+            _Periodic("checkpoints", config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
+            offset_expiry,
+            _Periodic("cleaner", config.log_cleaner_backoff_ms, lambda: logs.compact(broker.now_ms())),
             _Periodic("producer-expiry", config.producer_id_expiration_check_interval_ms,
                       lambda: logs.expire_producers(broker.now_ms(), config.producer_id_expiration_ms)),
         ]
+
+    async def _maintenance(self) -> None:
+        jobs = self._jobs()
         loop = asyncio.get_running_loop()
         for job in jobs:
             job.schedule(loop.time())
@@ -228,6 +266,8 @@ class BrokerServer:
         await self.flusher.stop()
         await self._flusher_task
         self.broker.close()
+        if self._shared is not None:
+            await self._shared.close()
         logger.info("oncelog stopped cleanly")
 
     async def _finish_coordinator_work(self) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 from oncelog.broker import Broker
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, ProtocolError
-from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
+from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
 from oncelog.handlers.base import (
@@ -216,9 +216,18 @@ class Connection(asyncio.Protocol):
                 return _Entry(unsupported_version_response(correlation_id), None, False)
             raise ProtocolError(f"unsupported {api.name} version {api_version}")
         header, request = decode_request(frame, api_key, api_version)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("peer=%s %s v%d correlation_id=%d client_id=%s", self.peer, api.name, api_version,
+                         correlation_id, safe(header.client_id or ""))
         context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer,
                                  self._listener)
         mutes = api_key == FETCH_KEY
+        group_ids = GROUP_IDS.get(api_key)
+        if group_ids is not None:
+            problem = self._broker.group_gate(group_ids(request))
+            if problem is not None:  # another broker coordinates these groups, or they are still loading
+                response = api.error_response(api_version, request, problem)
+                return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
         try:
             outcome = api.handle(context, request)
             if isinstance(outcome, AwaitData | AwaitCompletion):
@@ -254,7 +263,11 @@ class Connection(asyncio.Protocol):
 
     async def _wait(self, api: ApiHandler, context: RequestContext, request: Any, outcome: Any) -> bytes | None:
         try:
-            return await self._continue(context, outcome)
+            response = await self._continue(context, outcome)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("peer=%s %s v%d correlation_id=%d answered", self.peer, api.name, context.api_version,
+                             context.correlation_id)
+            return response
         except (_Close, asyncio.CancelledError):
             raise
         except Exception:

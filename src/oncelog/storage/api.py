@@ -163,6 +163,13 @@ ACKS_NONE = 0
 ACKS_LEADER = 1
 ACKS_ALL = -1
 
+PRODUCE_VERIFICATION_ERRORS = {
+    ErrorCode.producer_fenced: ErrorCode.invalid_producer_epoch,
+    ErrorCode.transaction_abortable: ErrorCode.invalid_txn_state,
+    ErrorCode.concurrent_transactions: ErrorCode.not_enough_replicas,
+}
+"""KIP-890 verification answers as Kafka translates them for Produce below v11."""
+
 Verifier = Callable[[str | None, BatchHeader, PartitionKey], ErrorCode | None]
 """KIP-890 part 1: is this producer's first transactional batch on the partition part of its ongoing
 transaction? None if yes, else the error to answer (Produce's translation already applied)."""
@@ -206,7 +213,9 @@ class Storage(Protocol):
     def append(self, transactional_id: str | None, appends: list[Append], acks: int, now_ms: int,
                verify: Verifier) -> Completion[list[AppendResult]]:
         """Append each batch after its producer-state check; resolved once acks is met (acks=all: durable).
-        A write that could not be confirmed resolves as a retriable error, never as a definite one."""
+        A write that could not be confirmed resolves as a retriable error, never as a definite one.
+        `verify` answers KIP-890 for the local backend's in-memory coordinator; a backend that keeps the
+        transaction state itself (PostgreSQL) checks it in the append's own transaction instead."""
         ...
 
     def fetch(self, reads: list[Read], max_bytes: int, read_committed: bool) -> Completion[list[PartitionData]]:

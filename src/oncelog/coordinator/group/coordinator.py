@@ -182,6 +182,22 @@ class GroupCoordinator:
         group.state = GroupState.STABLE if group.members else GroupState.EMPTY
         self.groups[key.group_id] = group
 
+    def unload_partition(self, partition: int) -> None:
+        """Forget the groups and offsets of one `__consumer_offsets` partition: another broker coordinates
+        them now (Kafka's `onResignation`): their timers are cancelled and waiting members are told
+        NOT_COORDINATOR, so they find the new coordinator."""
+        for group_id in [g for g in self.groups if self.partition_of(g) == partition]:
+            group = self.groups.pop(group_id)
+            if group.join_timer is not None:
+                group.join_timer.cancel()
+            for member in group.members.values():
+                if member.session_timer is not None:
+                    member.session_timer.cancel()
+                for waiter in (member.join_waiter, member.sync_waiter):
+                    if waiter is not None:
+                        waiter.resolve(_error(ErrorCode.not_coordinator, member_id=member.member_id))
+        self.offsets.forget(lambda group_id: self.partition_of(group_id) == partition)
+
     def finish_loading(self) -> None:
         """After replaying every partition: start session timers of restored members."""
         for group in self.groups.values():

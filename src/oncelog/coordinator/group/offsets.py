@@ -8,6 +8,7 @@ Theory of operation (Kafka's `OffsetMetadataManager`): every change to committed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .records import GroupKey, OffsetKey, OffsetValue, parse_key, parse_offset_value
@@ -74,6 +75,18 @@ class OffsetStore:
                     self._set(group_id, tp, value, record_offset)
         if not by_group:
             self.pending.pop(producer_id, None)
+
+    def forget(self, unloaded: Callable[[str], bool]) -> None:
+        """Drop everything of the groups `unloaded` says (their partition moved to another coordinator)."""
+        for group_id in [g for g in self.committed if unloaded(g)]:
+            del self.committed[group_id]
+        for key in [k for k in self.record_offsets if unloaded(k[0])]:
+            del self.record_offsets[key]
+        for producer_id, by_group in list(self.pending.items()):
+            for group_id in [g for g in by_group if unloaded(g)]:
+                del by_group[group_id]
+            if not by_group:
+                del self.pending[producer_id]
 
     def pending_groups(self, producer_id: int) -> list[str]:
         return list(self.pending.get(producer_id, {}))

@@ -17,6 +17,18 @@ sequence, so commit order is offset order and there are no holes):
 - `producer_state`: per partition and producer id, Kafka's producer entry (epoch, last five batches'
   sequence/offset metadata, coordinator epoch, open transaction's first offset).
 - `aborted_txn`: Kafka's `.txnindex` (producer id, first offset, last offset of an aborted transaction).
+- `broker`: the brokers of the cluster, each with its listeners and last heartbeat (live = a heartbeat
+  within `broker.session.timeout.ms`); `incarnation` tells a restarted broker from a second process
+  that claims a live broker's id.
+- `txn`, `txn_partition`: each transactional id's producer id, epoch and state, and the partitions of
+  its ongoing transaction. States are Kafka's names; Prepare* never appears: EndTxn decides and writes
+  every marker in one database transaction, so no marker can be half-written.
+- `coordinator_lease`: which broker coordinates the groups of each `__consumer_offsets` partition, and
+  the epoch of its lease; a coordinator's writes carry the epoch it took and are refused once another
+  broker took the lease (a zombie coordinator cannot write).
+- `cluster_meta`: the cluster id (Kafka's `meta.properties`), made by the first broker.
+- `producer_id_block`: a sequence of producer-id blocks (Kafka's `ProducerIdManager` hands out blocks
+  too): block b covers ids [b × 1000, b × 1000 + 1000), so brokers never hand out the same id.
 """
 
 from __future__ import annotations
@@ -78,6 +90,48 @@ MIGRATIONS: list[str] = [
         first_offset bigint NOT NULL,
         last_offset bigint NOT NULL,
         PRIMARY KEY (topic_id, partition, last_offset)
+    );
+    """,
+    # 1 → 2: the cluster: live brokers, and producer ids handed out in blocks.
+    """
+    CREATE TABLE broker (
+        broker_id integer PRIMARY KEY,
+        incarnation uuid NOT NULL,
+        endpoints jsonb NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE SEQUENCE producer_id_block START WITH 0 MINVALUE 0;
+    CREATE TABLE cluster_meta (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        cluster_id text NOT NULL
+    );
+    """,
+    # 2 → 3: transactions, and leases on the group coordinator's partitions.
+    """
+    CREATE TABLE txn (
+        transactional_id text PRIMARY KEY,
+        producer_id bigint NOT NULL,
+        producer_epoch integer NOT NULL,
+        last_producer_epoch integer NOT NULL DEFAULT -1,
+        timeout_ms integer NOT NULL,
+        state text NOT NULL,
+        start_ms bigint NOT NULL DEFAULT -1,
+        last_update_ms bigint NOT NULL
+    );
+    CREATE INDEX txn_ongoing ON txn (start_ms) WHERE state = 'Ongoing';
+    CREATE TABLE txn_partition (
+        transactional_id text NOT NULL REFERENCES txn ON DELETE CASCADE,
+        topic text NOT NULL,
+        partition integer NOT NULL,
+        PRIMARY KEY (transactional_id, topic, partition)
+    );
+    CREATE TABLE coordinator_lease (
+        topic text NOT NULL,
+        partition integer NOT NULL,
+        owner integer NOT NULL,
+        epoch bigint NOT NULL,
+        PRIMARY KEY (topic, partition)
     );
     """,
 ]

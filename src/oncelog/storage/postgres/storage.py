@@ -14,6 +14,7 @@ A NOTIFY from any broker's commit wakes this broker's long-poll fetches.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -74,9 +75,14 @@ class PostgresStorage:
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.cluster_id = ""
 
     def _topics_get(self, name: str) -> TopicInfo | None:
         return self._topics.get(name)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        return self._writer
 
     @property
     def commits(self) -> int:
@@ -91,6 +97,7 @@ class PostgresStorage:
         for _ in range(READ_CONNECTIONS):
             self._readers.put_nowait(await psycopg.AsyncConnection.connect(self.url, autocommit=True))
         await self.refresh_topics()
+        self.cluster_id = await self._reading(_cluster_id)
         await self._writer.open()
         self._tasks = [asyncio.create_task(self._listen_loop(), name="pg-listener")]
 
@@ -424,6 +431,15 @@ class PostgresStorage:
             except Exception as error:
                 logger.warning("PostgreSQL notifications lost (%s); reconnecting", error)
                 await asyncio.sleep(0.5)
+
+
+async def _cluster_id(connection: psycopg.AsyncConnection[Any]) -> str:
+    """The cluster id, made by the first broker that asks (Kafka's 22-character base64 of a UUID)."""
+    made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    await connection.execute("INSERT INTO cluster_meta (cluster_id) VALUES (%s) ON CONFLICT DO NOTHING", (made,))
+    row = await (await connection.execute("SELECT cluster_id FROM cluster_meta")).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 class _Borrowed:

@@ -36,6 +36,7 @@ from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.producer_state import BatchMetadata, ProducerStateEntry, ProducerStateManager
 from oncelog.protocol.records import MAGIC_POSITION, assigned_prefix, build_marker, parse_header
 from oncelog.storage.api import (
+    PRODUCE_VERIFICATION_ERRORS,
     Append,
     Appended,
     AppendError,
@@ -69,6 +70,19 @@ class _QueuedMarkers:
     markers: list[Marker]
     now_ms: int
     completion: Completion[list[ErrorCode]]
+
+
+@dataclass(slots=True)
+class _QueuedCoordinator:
+    """A group coordinator's batch for a `__consumer_offsets` partition, written only while its lease
+    epoch is still the partition's (a coordinator that lost the lease cannot write)."""
+
+    topic: str
+    partition: int
+    batch: bytes
+    lease_epoch: int
+    completion: Completion[int | ErrorCode]
+    """Resolved with the batch's base offset, or the error."""
 
 
 def entry_from_row(row: Sequence[Any]) -> ProducerStateEntry:
@@ -108,7 +122,7 @@ class GroupCommitWriter:
         self._url = url
         self._topic = topic
         self._notify = notify
-        self._queue: list[_Queued | _QueuedMarkers] = []
+        self._queue: list[_Queued | _QueuedMarkers | _QueuedCoordinator] = []
         self._wake = asyncio.Event()
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -145,6 +159,15 @@ class GroupCommitWriter:
         self._wake.set()
         return completion
 
+    def append_coordinator(self, topic: str, partition: int, batch: bytes,
+                           lease_epoch: int) -> Completion[int | ErrorCode]:
+        """Append a coordinator's batch (no sequence checks, Kafka's COORDINATOR origin; producer state
+        and open transactions are tracked) if `lease_epoch` still holds the partition's lease."""
+        completion: Completion[int | ErrorCode] = Completion()
+        self._queue.append(_QueuedCoordinator(topic, partition, batch, lease_epoch, completion))
+        self._wake.set()
+        return completion
+
     async def _write_loop(self) -> None:
         while not self._closed:
             await self._wake.wait()
@@ -176,23 +199,27 @@ class GroupCommitWriter:
             await asyncio.sleep(0.5)
 
     @staticmethod
-    def _fail(queued: _Queued | _QueuedMarkers, code: ErrorCode) -> None:
+    def _fail(queued: _Queued | _QueuedMarkers | _QueuedCoordinator, code: ErrorCode) -> None:
         if isinstance(queued, _Queued):
             queued.completion.resolve([AppendError(code, "the write could not be confirmed")
                                        for _ in queued.appends])
-        else:
+        elif isinstance(queued, _QueuedMarkers):
             queued.completion.resolve([code for _ in queued.markers])
+        else:
+            queued.completion.resolve(code)
 
-    async def _commit_group(self, group: list[_Queued | _QueuedMarkers]) -> None:
+    async def _commit_group(self, group: list[_Queued | _QueuedMarkers | _QueuedCoordinator]) -> None:
         writer = self._writer
         assert writer is not None
         keys: set[tuple[uuid.UUID, int]] = set()
         for queued in group:
-            for item in (queued.appends if isinstance(queued, _Queued) else queued.markers):
+            items: Sequence[Any] = (queued.appends if isinstance(queued, _Queued) else
+                                    queued.markers if isinstance(queued, _QueuedMarkers) else [queued])
+            for item in items:
                 info = self._topic(item.topic)
                 if info is not None:
                     keys.add((info.topic_id, item.partition))
-        results: list[list[Any]] = []
+        results: list[Any] = []
         async with writer.transaction():
             partitions = await self._lock(writer, sorted(keys))
             batches: list[tuple[Any, ...]] = []
@@ -201,6 +228,8 @@ class GroupCommitWriter:
             for queued in group:
                 if isinstance(queued, _Queued):
                     results.append(await self._apply_appends(writer, queued, partitions, batches, changed))
+                elif isinstance(queued, _QueuedCoordinator):
+                    results.append(await self._apply_coordinator(writer, queued, partitions, batches, changed))
                 else:
                     results.append(await self._apply_markers(writer, queued, partitions, batches, aborted,
                                                              changed))
@@ -210,6 +239,45 @@ class GroupCommitWriter:
             queued.completion.resolve(result)
         for topic, partition in changed:
             self._notify(topic, partition)
+
+    async def markers_in(self, connection: psycopg.AsyncConnection[Any], markers: list[Marker],
+                         now_ms: int) -> tuple[list[ErrorCode], set[PartitionKey]]:
+        """Write `markers` inside the caller's open transaction on `connection` (EndTxn, fencing): the
+        partitions are locked in sorted order after whatever the caller locked. Returns each marker's
+        code and the partitions that changed (`notify` them once the caller committed)."""
+        keys = sorted({(info.topic_id, marker.partition) for marker in markers
+                       if (info := self._topic(marker.topic)) is not None})
+        partitions = await self._lock(connection, keys)
+        batches: list[tuple[Any, ...]] = []
+        aborted: list[tuple[Any, ...]] = []
+        changed: set[PartitionKey] = set()
+        codes = await self._apply_markers(connection, _QueuedMarkers(markers, now_ms, Completion()), partitions,
+                                          batches, aborted, changed)
+        await self._write(connection, partitions, batches, aborted, changed)
+        return codes, changed
+
+    def notify(self, changed: set[PartitionKey]) -> None:
+        for topic, partition in changed:
+            self._notify(topic, partition)
+
+    async def _verify(self, connection: psycopg.AsyncConnection[Any], transactional_id: str | None,
+                      header: Any, append: Append) -> ErrorCode | None:
+        """KIP-890 part 1 against the transaction tables, in the append's transaction: the producer's
+        first transactional batch on a partition must belong to its Ongoing transaction with this
+        partition added. No lock on the `txn` row is needed: an EndTxn that commits first is seen as
+        Complete*, one that commits later writes its marker after this batch (it waits for our lock)."""
+        cursor = await connection.execute(
+            "SELECT t.producer_id, t.producer_epoch, t.state, EXISTS (SELECT 1 FROM txn_partition p"
+            " WHERE p.transactional_id = t.transactional_id AND p.topic = %s AND p.partition = %s)"
+            " FROM txn t WHERE t.transactional_id = %s", (append.topic, append.partition, transactional_id or ""))
+        row = await cursor.fetchone()
+        if row is None or row[0] != header.producer_id:
+            return ErrorCode.invalid_producer_id_mapping
+        if row[1] != header.producer_epoch:
+            return PRODUCE_VERIFICATION_ERRORS[ErrorCode.producer_fenced]
+        if row[2] != "Ongoing" or not row[3]:
+            return PRODUCE_VERIFICATION_ERRORS[ErrorCode.transaction_abortable]
+        return None
 
     async def _lock(self, connection: psycopg.AsyncConnection[Any],
                     keys: list[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, int], _Partition]:
@@ -259,7 +327,7 @@ class GroupCommitWriter:
                                                 duplicate.timestamp))
                         continue
                     if header.is_transactional and not state.has_open_transaction(header.producer_id):
-                        problem = queued.verify(queued.transactional_id, header, (append.topic, append.partition))
+                        problem = await self._verify(connection, queued.transactional_id, header, append)
                         if problem is not None:
                             raise KafkaError(problem, f"producer {header.producer_id} is not in a transaction "
                                                       f"with {append.topic}-{append.partition}")
@@ -277,6 +345,32 @@ class GroupCommitWriter:
             changed.add((append.topic, append.partition))
             results.append(Appended(base_offset, partition.log_start_offset))
         return results
+
+    async def _apply_coordinator(self, connection: psycopg.AsyncConnection[Any], queued: _QueuedCoordinator,
+                                 partitions: dict[tuple[uuid.UUID, int], _Partition],
+                                 batches: list[tuple[Any, ...]], changed: set[PartitionKey]) -> int | ErrorCode:
+        info = self._topic(queued.topic)
+        key = (info.topic_id, queued.partition) if info is not None else None
+        partition = partitions.get(key) if key is not None else None
+        if key is None or partition is None:
+            return ErrorCode.unknown_topic_or_partition
+        cursor = await connection.execute("SELECT epoch FROM coordinator_lease WHERE topic = %s AND partition = %s",
+                                          (queued.topic, queued.partition))
+        row = await cursor.fetchone()
+        if row is None or row[0] != queued.lease_epoch:
+            return ErrorCode.not_coordinator
+        header = parse_header(queued.batch)
+        base_offset = partition.next_offset
+        payload = assigned_prefix(base_offset, header.batch_length, 0) + queued.batch[MAGIC_POSITION:]
+        batches.append((partition.topic_id, queued.partition, base_offset, base_offset + header.last_offset_delta,
+                        header.max_timestamp, header.producer_id, False, len(payload), payload))
+        partition.next_offset = base_offset + header.last_offset_delta + 1
+        if header.producer_id >= 0:
+            await self._load_producers(connection, key, partition, {header.producer_id})
+            partition.state.apply(header, base_offset, header.max_timestamp)
+            partition.changed.add(header.producer_id)
+        changed.add((queued.topic, queued.partition))
+        return base_offset
 
     async def _apply_markers(self, connection: psycopg.AsyncConnection[Any], queued: _QueuedMarkers,
                              partitions: dict[tuple[uuid.UUID, int], _Partition], batches: list[tuple[Any, ...]],
