@@ -36,11 +36,11 @@ def create_topic(broker: Broker, name: str, num_partitions: int = -1, replicatio
     problem = topic_name_problem(name)
     if problem is not None:
         raise KafkaError(ErrorCode.invalid_topic_exception, problem)
-    if storage.topic(name) is not None:
-        raise KafkaError(ErrorCode.topic_already_exists, f"topic '{name}' already exists")
-    if name in INTERNAL_TOPICS:
+    if name in INTERNAL_TOPICS:  # before existence: refused the same way whether or not it exists yet
         raise KafkaError(ErrorCode.invalid_request, f"creation of internal topic {name} is prohibited: the broker "
                                                     "creates it")
+    if storage.topic(name) is not None:
+        raise KafkaError(ErrorCode.topic_already_exists, f"topic '{name}' already exists")
     colliding = storage.colliding_topic(name)
     if colliding is not None:
         raise KafkaError(ErrorCode.invalid_topic_exception,
@@ -106,8 +106,8 @@ def _created_info(broker: Broker, name: str, outcome: Created | KafkaError) -> T
 
 def delete_topic(broker: Broker, name: str) -> Completion[KafkaError | None]:
     """Delete a topic; KafkaError raised at once for a rule broken, resolved for the storage's refusal."""
+    if name in INTERNAL_TOPICS:  # whether or not it exists (on PostgreSQL __transaction_state never does)
+        raise KafkaError(ErrorCode.invalid_topic_exception, f"internal topic {name} cannot be deleted")
     if broker.storage.topic(name) is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
-    if name in INTERNAL_TOPICS:
-        raise KafkaError(ErrorCode.invalid_topic_exception, f"internal topic {name} cannot be deleted")
     return broker.storage.delete_topic(name)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
 from oncelog.storage.api import PRODUCE_VERIFICATION_ERRORS, Append, Appended, AppendResult, PartitionKey
@@ -81,11 +82,11 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
     """The batch to append with its LogAppendTime (-1 on CreateTime topics), or the partition's error
     entry (the checks that need no storage round trip)."""
     broker = context.broker
+    if topic_name in INTERNAL_TOPICS:  # first, as Kafka's ReplicaManager.appendToLocalLog
+        return _partition_result(index, ErrorCode.invalid_topic_exception, message="internal topic")
     topic = broker.storage.topic(topic_name)
     if topic is None or not 0 <= index < topic.partitions:
         return _partition_result(index, ErrorCode.unknown_topic_or_partition)
-    if topic.internal:
-        return _partition_result(index, ErrorCode.invalid_topic_exception, message="internal topic")
     try:
         if records is None:
             raise KafkaError(ErrorCode.invalid_record, "records are null")

@@ -31,6 +31,8 @@ from .waiters import DataWaiters
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
+GROUP_LOAD_AT_START_S = 10.0
+"""On PostgreSQL, how long a starting broker waits for the group partitions it wins to load."""
 
 
 class ListenError(RuntimeError):
@@ -148,6 +150,7 @@ class BrokerServer:
         if self._shared is not None:
             try:
                 await self._shared.registry.open(dict(broker.advertised))
+                await self._shared.group_partitions.load_owned(GROUP_LOAD_AT_START_S)
             except BaseException:
                 for started in self._servers:
                     started.close()

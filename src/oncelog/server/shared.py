@@ -54,6 +54,7 @@ async def open_shared(config: BrokerConfig, clock: Callable[[], int]) -> OpenSha
     transactions = PostgresTransactions(config.storage, storage.writer, topic_exists, producer_ids.allocate, clock,
                                         config.transaction_max_timeout_ms, config.transactional_id_expiration_ms)
     group_partitions = GroupPartitions(storage, config.storage, config.node_id)
+    transactions.after_commit = group_partitions.caught_up
     try:
         await producer_ids.open()
         await transactions.open()

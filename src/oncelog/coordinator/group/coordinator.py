@@ -198,9 +198,11 @@ class GroupCoordinator:
                         waiter.resolve(_error(ErrorCode.not_coordinator, member_id=member.member_id))
         self.offsets.forget(lambda group_id: self.partition_of(group_id) == partition)
 
-    def finish_loading(self) -> None:
-        """After replaying every partition: start session timers of restored members."""
+    def finish_loading(self, partition: int | None = None) -> None:
+        """After replaying every partition (or one, `partition`): start session timers of restored members."""
         for group in self.groups.values():
+            if partition is not None and self.partition_of(group.group_id) != partition:
+                continue
             for member in group.members.values():
                 self.membership.touch(group, member)
 

@@ -35,7 +35,7 @@ import psycopg
 
 from oncelog.cluster import Cluster, group_partition_key
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
-from oncelog.coordinator.runtime import StoredBatch
+from oncelog.coordinator.runtime import Completion, StoredBatch, gather
 from oncelog.errors import ErrorCode
 from oncelog.protocol.records import CONTROL_COMMIT, build_batch, iter_batches, iter_records, read_marker
 from oncelog.storage.api import PartitionData, Read
@@ -46,6 +46,8 @@ from .waiting import completed
 logger = logging.getLogger(__name__)
 
 LOAD_CHUNK_BYTES = 8 << 20
+LOAD_CONCURRENCY = 4
+"""Partitions loaded at once (each takes a database connection while it loads)."""
 
 
 class GroupPartitions:
@@ -66,6 +68,10 @@ class GroupPartitions:
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._tailing: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
+        self._catching_up: dict[int, list[Completion[None]]] = {}
+        """Per partition, waiters for the next tail pass (`caught_up`)."""
+        self._closed = False
+        self._load_slots = asyncio.Semaphore(LOAD_CONCURRENCY)
 
     def attach(self, groups: GroupCoordinator, cluster: Cluster, clock: Callable[[], int]) -> None:
         self.groups = groups
@@ -73,6 +79,7 @@ class GroupPartitions:
         self._clock = clock
 
     async def close(self) -> None:
+        self._closed = True
         tasks = [*self._loading.values(), *self._tailing.values()]
         for task in tasks:
             task.cancel()
@@ -98,15 +105,31 @@ class GroupPartitions:
         return None
 
     def check_ownership(self) -> None:
-        """Unload the partitions another live broker wins now (run whenever the live set may change)."""
+        """Unload the partitions another live broker wins now and start loading those this broker wins
+        (Kafka's onResignation / onElection; run whenever the live set may change)."""
         for partition in list(self.leases):
             if self.owner(partition) != self.node_id:
                 logger.info("partition=%s-%d moves to broker %d: unloading its groups", OFFSETS_TOPIC, partition,
                             self.owner(partition))
                 self._unload(partition)
+        if self._closed:
+            return
+        info = self._storage.topic(OFFSETS_TOPIC)
+        for partition in range(info.partitions if info is not None else 0):
+            if partition not in self.leases and self.owner(partition) == self.node_id:
+                self._start_loading(partition)
+
+    async def load_owned(self, timeout_s: float) -> None:
+        """At start: load every partition this broker wins before it takes requests (at most `timeout_s`;
+        what is not loaded by then answers COORDINATOR_LOAD_IN_PROGRESS until it is)."""
+        self.check_ownership()
+        tasks = list(self._loading.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     def _unload(self, partition: int) -> None:
         assert self.groups is not None
+        self._release(partition)
         self.leases.pop(partition, None)
         self._tail.pop(partition, None)
         task = self._tailing.pop(partition, None)
@@ -144,8 +167,11 @@ class GroupPartitions:
     async def _load(self, partition: int) -> None:
         assert self.groups is not None
         try:
-            epoch, end = await self._take_lease(partition)
-            records = await self._replay(partition, 0, end, loading=True)
+            async with self._load_slots:
+                if self.owner(partition) != self.node_id:
+                    return
+                epoch, end = await self._take_lease(partition)
+                records = await self._replay(partition, 0, end, loading=True)
         except (psycopg.Error, OSError) as error:
             logger.warning("partition=%s-%d cannot be loaded: %s", OFFSETS_TOPIC, partition, error)
             return
@@ -153,8 +179,9 @@ class GroupPartitions:
             return  # the live set changed while we loaded; the new owner takes over
         self.leases[partition] = epoch
         self._tail[partition] = end
-        self.groups.finish_loading()
-        logger.info("partition=%s-%d loaded (lease epoch %d): %d records", OFFSETS_TOPIC, partition, epoch, records)
+        self.groups.finish_loading(partition)
+        logger.log(logging.INFO if records else logging.DEBUG, "partition=%s-%d loaded (lease epoch %d): %d records",
+                   OFFSETS_TOPIC, partition, epoch, records)
         self.changed(partition)  # whatever was written while we loaded
 
     async def _replay(self, partition: int, start: int, end: int, *, loading: bool) -> int:
@@ -193,9 +220,31 @@ class GroupPartitions:
 
     # --- tailing: markers and records written by other brokers -------------------------------------------
 
+    def caught_up(self, changed: set[tuple[str, int]]) -> Completion[None]:
+        """Resolved once every changed `__consumer_offsets` partition this broker coordinates has been read
+        up to its high watermark as of now: a transaction coordinator on this broker answers EndTxn only
+        after its markers reached the local group coordinator, so OffsetFetch right after a commit sees
+        the offsets (markers for other brokers' partitions arrive by NOTIFY)."""
+        partitions = [partition for topic, partition in changed if topic == OFFSETS_TOPIC and partition in self.leases]
+        waiters: list[Completion[None]] = []
+        for partition in partitions:
+            waiter: Completion[None] = Completion()
+            self._catching_up.setdefault(partition, []).append(waiter)
+            waiters.append(waiter)
+            self._dirty.add(partition)
+            self.changed(partition)
+        done: Completion[None] = Completion()
+        gather(waiters).on_done(lambda _values: done.resolve(None))
+        return done
+
+    def _release(self, partition: int) -> None:
+        for waiter in self._catching_up.pop(partition, []):
+            waiter.resolve(None)
+
     def changed(self, partition: int) -> None:
         """`__consumer_offsets-partition` grew (NOTIFY or our own write): apply what is new."""
-        if partition not in self.leases:
+        if partition not in self.leases or self._closed:
+            self._release(partition)
             return
         if partition in self._tailing:
             self._dirty.add(partition)
@@ -211,6 +260,14 @@ class GroupPartitions:
             self.changed(partition)
 
     async def _tail_once(self, partition: int) -> None:
+        waiters = self._catching_up.pop(partition, [])
+        try:
+            await self._tail_to_end(partition)
+        finally:
+            for waiter in waiters:
+                waiter.resolve(None)
+
+    async def _tail_to_end(self, partition: int) -> None:
         offsets = await completed(self._storage.partition_offsets([(OFFSETS_TOPIC, partition)]))
         end = offsets[0].high_watermark
         start = self._tail.get(partition)

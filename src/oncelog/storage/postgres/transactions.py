@@ -28,6 +28,7 @@ client's retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -40,6 +41,7 @@ from oncelog.errors import ErrorCode
 from oncelog.logs import safe
 from oncelog.storage.api import Marker, PartitionKey
 
+from .waiting import completed
 from .writer import GroupCommitWriter
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ COMPLETE_COMMIT = "CompleteCommit"
 COMPLETE_ABORT = "CompleteAbort"
 EXPIRABLE = (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT)
 REAP_BATCH = 100
+AFTER_COMMIT_WAIT_S = 5.0
 
 
 class PostgresTransactions:
@@ -69,6 +72,9 @@ class PostgresTransactions:
         self.id_expiration_ms = id_expiration_ms
         self._pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.after_commit: Callable[[set[PartitionKey]], Completion[None]] | None = None
+        """Awaited (at most AFTER_COMMIT_WAIT_S) after a transaction that wrote markers commits, before it is
+        answered: the broker's group coordinator applies markers on partitions it owns."""
 
     async def open(self, connections: int = 2) -> None:
         for _ in range(connections):
@@ -101,9 +107,16 @@ class PostgresTransactions:
                 logger.warning("a transaction coordinator write failed: %s", error)
                 completion.resolve(on_error)
                 return
+            except Exception:  # a bug: answer retriable rather than never
+                logger.exception("a transaction coordinator write failed")
+                completion.resolve(on_error)
+                return
             finally:
                 self._pool.put_nowait(connection)
             self._writer.notify(changed)
+            if changed and self.after_commit is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(completed(self.after_commit(changed)), AFTER_COMMIT_WAIT_S)
             completion.resolve(result)
 
         task = asyncio.get_running_loop().create_task(run())
