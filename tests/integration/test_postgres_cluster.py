@@ -505,3 +505,33 @@ def test_transactions_hold_when_their_coordinators_and_leaders_are_killed(cluste
     last = 10 * len(victims)
     _wait_for(lambda: _stable_offsets(live.bootstrap, group_id, topic_name, partitions)
               == {p: (0, last + p) for p in range(partitions)})
+
+
+def test_a_broker_on_postgresql_applies_retention(database_url: str, tmp_path: Path, topic_name: str) -> None:
+    """The retention job runs on PostgreSQL brokers: records older than the topic's retention.ms go and
+    the earliest offset moves (the newest batch stays)."""
+    broker = BrokerProcess(tmp_path / "broker", {"storage": database_url, **SESSION,
+                                                 "log.retention.check.interval.ms": "200"})
+    try:
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic_name, 1, 1, config={"retention.ms": "1000"})])[topic_name].result(15)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+        for index in range(5):
+            producer.produce(topic_name, f"old-{index}".encode())
+            producer.flush(10)
+        time.sleep(1.2)
+        producer.produce(topic_name, b"new")
+        assert producer.flush(10) == 0
+
+        def earliest() -> int:
+            with KafkaClient(broker.bootstrap) as client:
+                response = client.request(2, 5, {"replica_id": -1, "isolation_level": 0, "topics": [
+                    {"name": topic_name, "partitions": [
+                        {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -2}]}]})
+            return int(response.topics[0].partitions[0].offset)
+
+        _wait_for(lambda: earliest() == 5, 10)
+        assert _read(broker.bootstrap, topic_name, 1, "read_uncommitted") == [b"new"]
+    finally:
+        broker.__exit__()

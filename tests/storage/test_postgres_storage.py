@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from oncelog.errors import ErrorCode
-from oncelog.storage.api import Appended, AppendError
+from oncelog.storage.api import Appended, AppendError, Read
 from oncelog.storage.postgres.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 from oncelog.storage.postgres.storage import PostgresStorage
 from tests.storage.test_storage_contract import NOW_MS, TOPIC, append, batch, read, values_of, wait, with_topic
@@ -189,5 +189,61 @@ def test_markers_and_appends_to_many_partitions_commit_together(database_url: st
         finally:
             for broker in brokers:
                 await broker.aclose()
+
+    asyncio.run(run())
+
+
+def test_retention_deletes_the_oldest_batches_by_age_and_by_size_and_moves_the_log_start(database_url: str) -> None:
+    """retention.ms: the expired prefix goes (a batch as the local log's segment), never the newest batch;
+    retention.bytes: the oldest go while what stays is at least that many bytes. Reads below the new start
+    answer OFFSET_OUT_OF_RANGE; appends go on at the same next offset; a compacted topic is not touched."""
+    from oncelog.config import TopicConfig, broker_config
+
+    defaults = broker_config({})
+    day_ms = 86_400_000
+
+    async def run() -> None:
+        storage = PostgresStorage(database_url)
+        await storage.open()
+        try:
+            created = await wait(storage.create_topic(TOPIC, 1, TopicConfig({"retention.ms": str(day_ms)}), NOW_MS))
+            assert not isinstance(created, Exception), created
+            for index in range(6):  # two days old, three of them; then three recent ones
+                stamp = NOW_MS - 2 * day_ms if index < 3 else NOW_MS
+                (result,) = await append(storage, batch([b"v%d" % index, b"w%d" % index], timestamp=stamp))
+                assert isinstance(result, Appended), result
+            assert await wait(storage.apply_retention(NOW_MS, defaults)) == 1
+            data = await read(storage, 6)
+            assert data.log_start_offset == 6 and data.high_watermark == 12
+            assert [offset for offset, _ in values_of(data)] == list(range(6, 12))
+            assert (await read(storage, 0)).error == ErrorCode.offset_out_of_range
+            assert await wait(storage.apply_retention(NOW_MS, defaults)) == 0  # nothing more is expired
+            # Every batch expired: the newest stays.
+            assert await wait(storage.apply_retention(NOW_MS + 2 * day_ms, defaults)) == 1
+            assert (await read(storage, 10)).log_start_offset == 10
+            (result,) = await append(storage, batch([b"after"]))
+            assert isinstance(result, Appended) and result.base_offset == 12
+
+            sized = "sized"
+            created = await wait(storage.create_topic(sized, 1, TopicConfig({"retention.bytes": "1"}), NOW_MS))
+            assert not isinstance(created, Exception)
+            compacted = "compacted"
+            created = await wait(storage.create_topic(compacted, 1, TopicConfig(
+                {"cleanup.policy": "compact", "retention.ms": "1"}), NOW_MS))
+            assert not isinstance(created, Exception)
+            for topic in (sized, compacted):
+                for index in range(4):
+                    record = batch([b"x%d" % index], timestamp=NOW_MS - 2 * day_ms)
+                    record.topic = topic
+                    (result,) = await append(storage, record)
+                    assert isinstance(result, Appended), result
+            assert await wait(storage.apply_retention(NOW_MS, defaults)) == 1  # the sized one only
+            starts = {}
+            for topic in (sized, compacted):
+                results = await wait(storage.fetch([Read(topic, 0, 0, 1 << 20)], 1 << 20, False))
+                starts[topic] = results[0].log_start_offset
+            assert starts == {sized: 3, compacted: 0}
+        finally:
+            await storage.aclose()
 
     asyncio.run(run())

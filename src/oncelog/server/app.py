@@ -215,12 +215,19 @@ class BrokerServer:
         offset_expiry = _Periodic("offset-expiry", config.offsets_retention_check_interval_ms,
                                   broker.groups.expire_offsets)
         if broker.shared is not None:
-            # The database holds the partitions: retention and compaction there are not done yet (README,
-            # Limits); the reapers run on every broker (SKIP LOCKED keeps them apart); each broker gives
-            # up the group partitions another live broker wins now.
+            # The database holds the partitions: retention runs there (every broker; the partition lock
+            # keeps them apart), compaction is not done yet (README, Limits); the reapers run on every
+            # broker (SKIP LOCKED keeps them apart); each broker gives up the group partitions another
+            # live broker wins now and loads those it wins.
+            shared = broker.shared
             ownership = _Periodic("group-ownership", config.broker_heartbeat_interval_ms,
-                                  broker.shared.group_partitions.check_ownership)
-            return [*transaction_jobs, offset_expiry, ownership]
+                                  shared.group_partitions.check_ownership)
+            if self._shared is None:  # a broker given to us on shared storage: its owner maintains it
+                return [*transaction_jobs, offset_expiry, ownership]
+            database = self._shared.storage
+            retention = _Periodic("retention", config.log_retention_check_interval_ms,
+                                  lambda: database.apply_retention(broker.now_ms(), config))
+            return [*transaction_jobs, offset_expiry, ownership, retention]
         logs = broker.logs
         return [
             *transaction_jobs,

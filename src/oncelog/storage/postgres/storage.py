@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from oncelog.config import TopicConfig
+from oncelog.config import BrokerConfig, TopicConfig
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import collision_key
@@ -48,6 +48,7 @@ from oncelog.storage.api import (
     Verifier,
 )
 
+from .retention import retain
 from .schema import migrate
 from .writer import DATA_CHANNEL, GroupCommitWriter, entry_from_row
 
@@ -202,6 +203,33 @@ class PostgresStorage:
         for index in range(info.partitions):
             self.on_change(name, index)
         return None
+
+    def apply_retention(self, now_ms: int, defaults: BrokerConfig) -> Completion[int]:
+        """Retention on every partition of the topics whose cleanup.policy includes `delete`
+        (`retention.py`); resolves with the number of partitions whose log start moved."""
+        return self._run(self._apply_retention(now_ms, defaults))
+
+    async def _apply_retention(self, now_ms: int, defaults: BrokerConfig) -> int:
+        moved = 0
+        for info in list(self._topics.values()):
+            if "delete" not in info.config.value("cleanup.policy", defaults).split(","):
+                continue
+            retention_ms = info.config.int_value("retention.ms", defaults)
+            retention_bytes = info.config.int_value("retention.bytes", defaults)
+            if retention_ms < 0 and retention_bytes < 0:
+                continue
+            for partition in range(info.partitions):
+                try:
+                    async with self._reader() as connection:
+                        start = await retain(connection, info.topic_id, partition, now_ms, retention_ms,
+                                             retention_bytes)
+                except psycopg.Error as error:
+                    logger.warning("partition=%s-%d retention failed: %s", info.name, partition, error)
+                    continue
+                if start is not None:
+                    moved += 1
+                    logger.info("partition=%s-%d retention: log_start_offset=%d", info.name, partition, start)
+        return moved
 
     # --- appends: one transaction per group ------------------------------------------------------
 
