@@ -247,3 +247,38 @@ def test_retention_deletes_the_oldest_batches_by_age_and_by_size_and_moves_the_l
             await storage.aclose()
 
     asyncio.run(run())
+
+
+def test_a_topic_refresh_that_read_before_a_create_does_not_hide_the_new_topic(database_url: str) -> None:
+    """Found in CI: the topic cache refresh (on NOTIFY or its timer) read the topic table, this broker
+    created a topic meanwhile, and the refresh then replaced the cache without it: Metadata answered
+    UNKNOWN_TOPIC for a moment and a consumer group rebalanced. A refresh that overlapped a local create
+    reads again."""
+    from oncelog.config import TopicConfig
+
+    async def run() -> None:
+        storage = PostgresStorage(database_url)
+        await storage.open()
+        try:
+            read_started, release = asyncio.Event(), asyncio.Event()
+            reading = storage._reading
+
+            async def slow_first_read(work: Any) -> Any:
+                rows = await reading(work)
+                if not read_started.is_set():
+                    read_started.set()
+                    await release.wait()  # the create below commits while this stale read is held
+                return rows
+
+            storage._reading = slow_first_read  # type: ignore[method-assign]
+            refresh = asyncio.create_task(storage.refresh_topics())
+            await read_started.wait()
+            created = await wait(storage.create_topic("fresh", 1, TopicConfig({}), NOW_MS))
+            assert not isinstance(created, Exception), created
+            release.set()
+            await refresh
+            assert storage.topic("fresh") is not None
+        finally:
+            await storage.aclose()
+
+    asyncio.run(run())

@@ -70,6 +70,8 @@ class PostgresStorage:
         self.url = url
         self.on_change: Callable[[str, int], None] = lambda topic, partition: None
         self._topics: dict[str, TopicInfo] = {}
+        self._topics_version = 0
+        """Bumped by this broker's own creates and deletes (`refresh_topics` retries across one)."""
         self._by_id: dict[uuid.UUID, TopicInfo] = {}
         self._writer = GroupCommitWriter(url, self._topics_get, lambda topic, partition: self.on_change(topic,
                                                                                                      partition))
@@ -126,7 +128,11 @@ class PostgresStorage:
         async def work(connection: psycopg.AsyncConnection[Any]) -> list[Any]:
             return await (await connection.execute("SELECT name, topic_id, partitions, configs FROM topic")).fetchall()
 
-        rows = await self._reading(work)
+        while True:  # a topic this broker created or deleted meanwhile must not be undone by a stale read
+            version = self._topics_version
+            rows = await self._reading(work)
+            if version == self._topics_version:
+                break
         topics = {name: TopicInfo(name, topic_id, partitions, TopicConfig(dict(configs)))
                   for name, topic_id, partitions, configs in rows}
         self._topics = topics
@@ -181,6 +187,7 @@ class PostgresStorage:
         info = TopicInfo(name, topic_id, partitions, TopicConfig(overrides))
         self._topics[name] = info
         self._by_id[topic_id] = info
+        self._topics_version += 1
         return info
 
     def delete_topic(self, name: str) -> Completion[KafkaError | None]:
@@ -200,6 +207,7 @@ class PostgresStorage:
             return KafkaError(ErrorCode.kafka_storage_error, f"cannot delete topic {name}: {error}")
         self._topics.pop(name, None)
         self._by_id.pop(info.topic_id, None)
+        self._topics_version += 1
         for index in range(info.partitions):
             self.on_change(name, index)
         return None
