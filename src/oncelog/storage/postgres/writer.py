@@ -34,7 +34,7 @@ import psycopg
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.producer_state import BatchMetadata, ProducerStateEntry, ProducerStateManager
-from oncelog.protocol.records import MAGIC_POSITION, assigned_prefix, build_marker, parse_header
+from oncelog.protocol.records import MAGIC_POSITION, BatchHeader, assigned_prefix, build_marker, parse_header
 from oncelog.storage.api import (
     PRODUCE_VERIFICATION_ERRORS,
     Append,
@@ -291,6 +291,16 @@ class GroupCommitWriter:
         return {(topic_id, partition): _Partition(topic_id, next_offset, log_start)
                 for topic_id, partition, next_offset, log_start in await cursor.fetchall()}
 
+    def _locked(self, partitions: dict[tuple[uuid.UUID, int], _Partition], topic: str,
+                index: int) -> tuple[tuple[uuid.UUID, int], _Partition] | None:
+        """The locked partition `topic`-`index` of this group and its key; None if the topic is unknown."""
+        info = self._topic(topic)
+        if info is None:
+            return None
+        key = (info.topic_id, index)
+        partition = partitions.get(key)
+        return None if partition is None else (key, partition)
+
     async def _load_producers(self, connection: psycopg.AsyncConnection[Any], partition_key: tuple[uuid.UUID, int],
                               partition: _Partition, producer_ids: set[int]) -> None:
         """Bring the producers' state into the locked partition (read after the lock, never before)."""
@@ -310,12 +320,11 @@ class GroupCommitWriter:
                              changed: set[PartitionKey]) -> list[AppendResult]:
         results: list[AppendResult] = []
         for append in queued.appends:
-            info = self._topic(append.topic)
-            key = (info.topic_id, append.partition) if info is not None else None
-            partition = partitions.get(key) if key is not None else None
-            if key is None or partition is None:
+            found = self._locked(partitions, append.topic, append.partition)
+            if found is None:
                 results.append(AppendError(ErrorCode.unknown_topic_or_partition))
                 continue
+            key, partition = found
             header = append.header
             state = partition.state
             try:
@@ -334,11 +343,7 @@ class GroupCommitWriter:
             except KafkaError as error:
                 results.append(AppendError(error.code, error.message, partition.log_start_offset))
                 continue
-            base_offset = partition.next_offset
-            payload = assigned_prefix(base_offset, header.batch_length, 0) + append.records[MAGIC_POSITION:]
-            batches.append((partition.topic_id, append.partition, base_offset, base_offset + header.last_offset_delta,
-                            header.max_timestamp, header.producer_id, False, len(payload), payload))
-            partition.next_offset = base_offset + header.last_offset_delta + 1
+            base_offset = _place(partition, append.partition, append.records, header, batches)
             if header.producer_id >= 0:
                 state.apply(header, base_offset, header.max_timestamp)
                 partition.changed.add(header.producer_id)
@@ -349,22 +354,17 @@ class GroupCommitWriter:
     async def _apply_coordinator(self, connection: psycopg.AsyncConnection[Any], queued: _QueuedCoordinator,
                                  partitions: dict[tuple[uuid.UUID, int], _Partition],
                                  batches: list[tuple[Any, ...]], changed: set[PartitionKey]) -> int | ErrorCode:
-        info = self._topic(queued.topic)
-        key = (info.topic_id, queued.partition) if info is not None else None
-        partition = partitions.get(key) if key is not None else None
-        if key is None or partition is None:
+        found = self._locked(partitions, queued.topic, queued.partition)
+        if found is None:
             return ErrorCode.unknown_topic_or_partition
+        key, partition = found
         cursor = await connection.execute("SELECT epoch FROM coordinator_lease WHERE topic = %s AND partition = %s",
                                           (queued.topic, queued.partition))
         row = await cursor.fetchone()
         if row is None or row[0] != queued.lease_epoch:
             return ErrorCode.not_coordinator
         header = parse_header(queued.batch)
-        base_offset = partition.next_offset
-        payload = assigned_prefix(base_offset, header.batch_length, 0) + queued.batch[MAGIC_POSITION:]
-        batches.append((partition.topic_id, queued.partition, base_offset, base_offset + header.last_offset_delta,
-                        header.max_timestamp, header.producer_id, False, len(payload), payload))
-        partition.next_offset = base_offset + header.last_offset_delta + 1
+        base_offset = _place(partition, queued.partition, queued.batch, header, batches)
         if header.producer_id >= 0:
             await self._load_producers(connection, key, partition, {header.producer_id})
             partition.state.apply(header, base_offset, header.max_timestamp)
@@ -377,12 +377,11 @@ class GroupCommitWriter:
                              aborted: list[tuple[Any, ...]], changed: set[PartitionKey]) -> list[ErrorCode]:
         codes = []
         for marker in queued.markers:
-            info = self._topic(marker.topic)
-            key = (info.topic_id, marker.partition) if info is not None else None
-            partition = partitions.get(key) if key is not None else None
-            if key is None or partition is None:
+            found = self._locked(partitions, marker.topic, marker.partition)
+            if found is None:
                 codes.append(ErrorCode.unknown_topic_or_partition)
                 continue
+            key, partition = found
             state = partition.state
             await self._load_producers(connection, key, partition, {marker.producer_id})
             try:
@@ -390,14 +389,9 @@ class GroupCommitWriter:
             except KafkaError as error:
                 codes.append(error.code)
                 continue
-            offset = partition.next_offset
             batch = build_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch, marker.commit,
                                  queued.now_ms)
-            header = parse_header(batch)
-            payload = assigned_prefix(offset, header.batch_length, 0) + batch[MAGIC_POSITION:]
-            batches.append((partition.topic_id, marker.partition, offset, offset, header.max_timestamp,
-                            marker.producer_id, True, len(payload), payload))
-            partition.next_offset = offset + 1
+            offset = _place(partition, marker.partition, batch, parse_header(batch), batches)
             first_offset = state.open_transaction_first_offset(marker.producer_id)
             if not marker.commit and first_offset is not None:
                 aborted.append((partition.topic_id, marker.partition, marker.producer_id, first_offset, offset))
@@ -436,3 +430,16 @@ class GroupCommitWriter:
                     " batches = excluded.batches", states)
             for topic, partition in sorted(changed):
                 await cursor.execute("SELECT pg_notify(%s, %s)", (DATA_CHANNEL, f"{partition}:{topic}"))
+
+
+def _place(partition: _Partition, index: int, records: bytes, header: BatchHeader,
+           batches: list[tuple[Any, ...]]) -> int:
+    """Give a batch (client, coordinator or marker) the locked partition's next offsets: its row, with the
+    offsets rewritten in its bytes, joins `batches`; returns its base offset."""
+    base_offset = partition.next_offset
+    payload = assigned_prefix(base_offset, header.batch_length, 0) + records[MAGIC_POSITION:]
+    last_offset = base_offset + header.last_offset_delta
+    batches.append((partition.topic_id, index, base_offset, last_offset, header.max_timestamp, header.producer_id,
+                    header.is_control, len(payload), payload))
+    partition.next_offset = last_offset + 1
+    return base_offset
