@@ -32,11 +32,13 @@ def encoded_produce(topic: str, partition: int, records: int, size: int, acks: i
 
 
 async def connection(host: str, port: int, request: bytes, in_flight: int, acks: int, stop_at: float,
-                     counts: list[int]) -> None:
+                     counts: list[int], latencies: list[float] | None = None) -> None:
+    """Pipeline `request` (up to `in_flight` unanswered) until `stop_at`, counting answers in counts[0]
+    and, if `latencies` is given, appending each request's seconds from send to answer."""
     reader, writer = await asyncio.open_connection(host, port)
     window = asyncio.Semaphore(in_flight)
     correlation = 0
-    done = asyncio.Event()
+    sent: dict[int, float] = {}
 
     async def read_responses() -> None:
         while True:
@@ -45,7 +47,9 @@ async def connection(host: str, port: int, request: bytes, in_flight: int, acks:
             except asyncio.IncompleteReadError:
                 return
             (size,) = struct.unpack(">i", header)
-            await reader.readexactly(size)
+            body = await reader.readexactly(size)
+            if latencies is not None:
+                latencies.append(time.perf_counter() - sent.pop(struct.unpack_from(">i", body)[0]))
             counts[0] += 1
             window.release()
 
@@ -56,6 +60,8 @@ async def connection(host: str, port: int, request: bytes, in_flight: int, acks:
             await window.acquire()
         correlation += 1
         struct.pack_into(">i", buffer, 8, correlation)
+        if latencies is not None:
+            sent[correlation] = time.perf_counter()
         writer.write(bytes(buffer))
         if acks == 0:
             counts[0] += 1
@@ -64,7 +70,6 @@ async def connection(host: str, port: int, request: bytes, in_flight: int, acks:
         for _ in range(in_flight):
             await window.acquire()
         responder.cancel()
-    done.set()
     writer.close()
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.postgres import postgres_server
 
-from loadgen import encoded_produce
+from loadgen import connection, encoded_produce
 from oncelog.client import KafkaClient
 from oncelog.testing import BrokerProcess
 
@@ -48,39 +48,6 @@ def cluster(kind: str, brokers: int, directory: Path, url: str | None) -> Iterat
     finally:
         for process in processes:
             process.terminate()
-
-
-async def producer(bootstrap: str, request: bytes, in_flight: int, stop_at: float, latencies: list[float]) -> None:
-    host, port = bootstrap.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    window = asyncio.Semaphore(in_flight)
-    sent: dict[int, float] = {}
-
-    async def responses() -> None:
-        while True:
-            try:
-                header = await reader.readexactly(4)
-            except asyncio.IncompleteReadError:
-                return
-            body = await reader.readexactly(struct.unpack(">i", header)[0])
-            (correlation,) = struct.unpack_from(">i", body, 0)
-            latencies.append(time.perf_counter() - sent.pop(correlation))
-            window.release()
-
-    reading = asyncio.create_task(responses())
-    buffer = bytearray(request)
-    correlation = 0
-    while time.perf_counter() < stop_at:
-        await window.acquire()
-        correlation += 1
-        struct.pack_into(">i", buffer, 8, correlation)
-        sent[correlation] = time.perf_counter()
-        writer.write(bytes(buffer))
-        await writer.drain()
-    for _ in range(in_flight):
-        await window.acquire()
-    reading.cancel()
-    writer.close()
 
 
 def read_back(bootstrap: str, topic: str, partitions: int) -> tuple[int, float]:
@@ -122,13 +89,16 @@ async def produce(bootstraps: list[str], partitions: int, records: int, size: in
                                "validate_only": False})
     await asyncio.sleep(1.0 if len(bootstraps) > 1 else 0.1)  # other brokers learn the topic (NOTIFY)
     latencies: list[float] = []
+    answered = [0]
     started = time.perf_counter()
     stop_at = started + seconds
+    addresses = [bootstrap.rsplit(":", 1) for bootstrap in bootstraps]
     await asyncio.gather(*(
-        producer(bootstraps[index % len(bootstraps)], encoded_produce(topic, index % partitions, records, size, -1),
-                 in_flight, stop_at, latencies)
+        connection(addresses[index % len(addresses)][0], int(addresses[index % len(addresses)][1]),
+                   encoded_produce(topic, index % partitions, records, size, -1), in_flight, -1, stop_at, answered,
+                   latencies)
         for index in range(connections)))
-    return topic, len(latencies), latencies, time.perf_counter() - started
+    return topic, answered[0], latencies, time.perf_counter() - started
 
 
 def main() -> None:
