@@ -45,6 +45,12 @@ never handed out twice. If the rollback fails too, or an fsync or a read fails, 
 offline: every later request for it gets KAFKA_STORAGE_ERROR until the broker restarts and recovers it
 from what is on disk. Nothing acknowledged is lost either way: acks=all waits for an fsync that
 succeeded, and recovery keeps every whole batch.
+
+Why one module of ~640 lines: every operation that changes the segment list (append, roll, marker,
+retention, segment replacement by the cleaner, truncation) must run inside the same `_changing` rollback
+over the same private state (segments, log start, producer state, recovery point); splitting them would
+expose that state to several modules and spread the rollback rule over them. What stands apart already
+lives apart: opening and recovery in loader.py, compaction in cleaner.py, the segment in segment.py.
 """
 
 from __future__ import annotations
