@@ -262,21 +262,23 @@ def test_a_topic_refresh_that_read_before_a_create_does_not_hide_the_new_topic(d
         try:
             read_started, release = asyncio.Event(), asyncio.Event()
             reading = storage._reading
+            refresh: asyncio.Task[None] | None = None
 
             async def slow_first_read(work: Any) -> Any:
                 rows = await reading(work)
-                if not read_started.is_set():
+                # Only this test's refresh is held (the storage's own listener refreshes too).
+                if asyncio.current_task() is refresh and not read_started.is_set():
                     read_started.set()
                     await release.wait()  # the create below commits while this stale read is held
                 return rows
 
             storage._reading = slow_first_read  # type: ignore[method-assign]
             refresh = asyncio.create_task(storage.refresh_topics())
-            await read_started.wait()
+            await asyncio.wait_for(read_started.wait(), 20)
             created = await wait(storage.create_topic("fresh", 1, TopicConfig({}), NOW_MS))
             assert not isinstance(created, Exception), created
             release.set()
-            await refresh
+            await asyncio.wait_for(refresh, 20)
             assert storage.topic("fresh") is not None
         finally:
             await storage.aclose()
