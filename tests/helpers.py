@@ -7,6 +7,7 @@ from typing import Any
 
 from oncelog.client import KafkaClient
 from oncelog.fs import OS_FILE_SYSTEM, DataDir, OpenFiles
+from oncelog.log.partition import PartitionLog
 
 
 def create_topic_result(bootstrap: str, name: str, partitions: int = 1,
@@ -29,3 +30,12 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1, configs: dict[s
 def local_data_dir(path: Path) -> DataDir:
     """The real file system with a generous open-file budget, for tests of the log layer."""
     return DataDir(path, OS_FILE_SYSTEM, OpenFiles(1000))
+
+
+def make_durable(log: PartitionLog) -> None:
+    """fsync everything the log holds and move its recovery point (the high watermark), as one flusher
+    round does."""
+    end_offset, segments = log.flush_snapshot()
+    for segment in segments:
+        segment.fsync()
+    log.mark_flushed(end_offset)

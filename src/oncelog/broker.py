@@ -166,6 +166,35 @@ class Broker:
         replay_offsets_topic(storage, self.groups)
         replay_transaction_state(storage, self.transactions)
 
+    def maintenance_jobs(self) -> list[tuple[str, int, Callable[[], object]]]:
+        """(name, interval ms, job) for every periodic job this broker needs; the server (or the
+        simulation) runs them, retrying a failed one later. On shared storage the server adds the
+        database's retention pass."""
+        config = self.config
+        jobs: list[tuple[str, int, Callable[[], object]]] = [
+            ("transaction-timeouts", config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+             self.transactions.abort_timed_out),
+            ("transactional-id-expiry", config.transaction_remove_expired_transaction_cleanup_interval_ms,
+             self.transactions.expire_transactional_ids),
+            ("offset-expiry", config.offsets_retention_check_interval_ms, self.groups.expire_offsets),
+        ]
+        if self.shared is not None:
+            # Compaction is not done there yet (README, Limits); the reapers run on every broker (SKIP
+            # LOCKED keeps them apart); each broker gives up the group partitions another live broker
+            # wins now and loads those it wins.
+            jobs.append(("group-ownership", config.broker_heartbeat_interval_ms,
+                         self.shared.group_partitions.check_ownership))
+            return jobs
+        logs = self.logs
+        return [
+            *jobs,
+            ("retention", config.log_retention_check_interval_ms, lambda: logs.apply_retention(self.now_ms())),
+            ("checkpoints", config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
+            ("cleaner", config.log_cleaner_backoff_ms, lambda: logs.compact(self.now_ms())),
+            ("producer-expiry", config.producer_id_expiration_check_interval_ms,
+             lambda: logs.expire_producers(self.now_ms(), config.producer_id_expiration_ms)),
+        ]
+
     def _group_config(self, offsets_topic_partitions: int) -> GroupConfig:
         config = self.config
         return GroupConfig(

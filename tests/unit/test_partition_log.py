@@ -11,7 +11,7 @@ import pytest
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, iter_records, parse_header
-from tests.helpers import local_data_dir
+from tests.helpers import local_data_dir, make_durable
 
 HOUR_MS = 3600 * 1000
 
@@ -59,7 +59,7 @@ def test_new_log_is_empty(tmp_path: Path) -> None:
     assert log.name == "orders-0"
     assert (log.log_start_offset, log.log_end_offset, log.high_watermark, log.recovery_point) == (0, 0, 0, 0)
     assert log.size_bytes == 0 and len(log.segments) == 1
-    assert log.read(0, 1000, log.high_watermark) == b""
+    assert log.read(0, 1000, log.log_end_offset) == b""
 
 
 def test_append_assigns_consecutive_offsets_and_leader_epoch(tmp_path: Path) -> None:
@@ -68,8 +68,10 @@ def test_append_assigns_consecutive_offsets_and_leader_epoch(tmp_path: Path) -> 
     assert produce(log, 2) == 3
     batch = build_batch([(b"k", b"x")])
     assert log.append(batch, parse_header(batch), 0, partition_leader_epoch=7).base_offset == 5
+    assert log.log_end_offset == 6 and log.high_watermark == 0, "nothing is committed before it is durable"
+    make_durable(log)
     assert log.log_end_offset == log.high_watermark == 6
-    data = log.read(0, 1 << 20, log.high_watermark)
+    data = log.read(0, 1 << 20, log.log_end_offset)
     assert base_offsets(data) == [0, 3, 5]
     last_position, last = list(iter_batches(data))[-1]
     assert last.partition_leader_epoch == 7
@@ -120,13 +122,13 @@ def test_read_spans_segments_and_respects_limits(tmp_path: Path) -> None:
     for _ in range(6):
         produce(log)
     assert len(log.segments) == 3
-    assert base_offsets(log.read(0, 1 << 20, log.high_watermark)) == [0, 1, 2, 3, 4, 5]
-    assert base_offsets(log.read(1, 3 * size, log.high_watermark)) == [1, 2, 3]
+    assert base_offsets(log.read(0, 1 << 20, log.log_end_offset)) == [0, 1, 2, 3, 4, 5]
+    assert base_offsets(log.read(1, 3 * size, log.log_end_offset)) == [1, 2, 3]
     assert base_offsets(log.read(2, 1 << 20, 5)) == [2, 3, 4]
-    assert base_offsets(log.read(5, 1 << 20, log.high_watermark)) == [5]
-    assert log.read(6, 1 << 20, log.high_watermark) == b""
-    assert base_offsets(log.read(0, size - 1, log.high_watermark)) == [0], "KIP-74: one batch at least"
-    assert log.read(0, size - 1, log.high_watermark, min_one_batch=False) == b""
+    assert base_offsets(log.read(5, 1 << 20, log.log_end_offset)) == [5]
+    assert log.read(6, 1 << 20, log.log_end_offset) == b""
+    assert base_offsets(log.read(0, size - 1, log.log_end_offset)) == [0], "KIP-74: one batch at least"
+    assert log.read(0, size - 1, log.log_end_offset, min_one_batch=False) == b""
 
 
 def test_read_continues_past_a_segment_cut_short_only_when_it_is_exhausted(tmp_path: Path) -> None:
@@ -136,7 +138,7 @@ def test_read_continues_past_a_segment_cut_short_only_when_it_is_exhausted(tmp_p
     produce(log, value=b"x" * 50)
     produce(log, value=b"x" * 10)
     # The first segment's second batch does not fit: the read stops there instead of skipping it.
-    assert base_offsets(log.read(0, size + 10, log.high_watermark)) == [0]
+    assert base_offsets(log.read(0, size + 10, log.log_end_offset)) == [0]
 
 
 def test_offset_out_of_range(tmp_path: Path) -> None:
@@ -144,9 +146,9 @@ def test_offset_out_of_range(tmp_path: Path) -> None:
     produce(log, 2)
     for offset in (-1, 3, 100):
         with pytest.raises(KafkaError) as raised:
-            log.read(offset, 1000, log.high_watermark)
+            log.read(offset, 1000, log.log_end_offset)
         assert raised.value.code == ErrorCode.offset_out_of_range
-    assert log.read(2, 1000, log.high_watermark) == b""
+    assert log.read(2, 1000, log.log_end_offset) == b""
 
 
 def test_offset_for_timestamp_across_segments(tmp_path: Path) -> None:
@@ -172,10 +174,10 @@ def test_retention_by_time_moves_log_start_offset(tmp_path: Path) -> None:
     assert log.apply_retention(now_ms=2001 + HOUR_MS) == 1
     assert log.log_start_offset == 2
     with pytest.raises(KafkaError):
-        log.read(1, 1000, log.high_watermark)
+        log.read(1, 1000, log.log_end_offset)
     assert log.apply_retention(now_ms=10**12) == 1, "the active segment is never deleted"
     assert log.log_start_offset == 4 and len(log.segments) == 1
-    assert base_offsets(log.read(4, 1000, log.high_watermark)) == [4]
+    assert base_offsets(log.read(4, 1000, log.log_end_offset)) == [4]
     assert not (tmp_path / "orders-0" / "00000000000000000000.log").exists()
 
 
@@ -224,13 +226,13 @@ def test_reopen_after_clean_close_keeps_everything(tmp_path: Path) -> None:
     log = open_log(directory, config)
     for index in range(25):
         produce(log, 3, timestamp_ms=1000 + index)
-    before = log.read(0, 1 << 20, log.high_watermark)
+    before = log.read(0, 1 << 20, log.log_end_offset)
     log.close()
     assert log.recovery_point == 75
     reopened = open_log(directory, config, recovery_point=75, now_ms=10)
     assert [segment.base_offset for segment in reopened.segments] == [0, 30, 60]
     assert (reopened.log_end_offset, reopened.recovery_point) == (75, 75)
-    assert reopened.read(0, 1 << 20, reopened.high_watermark) == before
+    assert reopened.read(0, 1 << 20, reopened.log_end_offset) == before
     assert reopened.offset_for_timestamp(1020) == (60, 1020)
     assert produce(reopened, now_ms=11) == 75
 

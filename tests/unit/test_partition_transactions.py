@@ -9,7 +9,7 @@ import pytest
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.partition import LogConfig, PartitionLog
 from oncelog.protocol.records import build_batch, iter_batches, parse_header
-from tests.helpers import local_data_dir
+from tests.helpers import local_data_dir, make_durable
 
 
 def open_log(directory: Path, clean_shutdown: bool = True, segment_bytes: int = 1 << 20) -> PartitionLog:
@@ -43,10 +43,14 @@ def test_open_transaction_holds_the_last_stable_offset(tmp_path: Path) -> None:
     plain(log)
     producer = Producer(log, 10)
     first = producer.send(3)
+    make_durable(log)
     assert first == 1 and log.last_stable_offset == 1 and log.high_watermark == 4
     plain(log)  # later non-transactional data stays invisible to read_committed too
+    make_durable(log)
     assert log.last_stable_offset == 1
     marker = producer.end(commit=True)
+    assert log.last_stable_offset == 1 and log.high_watermark == 5, "the marker counts once it is durable"
+    make_durable(log)
     assert marker == 5 and log.last_stable_offset == log.high_watermark == 6
     assert log.aborted_transactions(0, 6) == []
 
@@ -120,6 +124,7 @@ def test_empty_marker_changes_nothing_but_takes_an_offset(tmp_path: Path) -> Non
     log = open_log(tmp_path / "p")
     producer = Producer(log, 4)
     assert producer.end(commit=False) == 0
+    make_durable(log)
     assert log.last_stable_offset == 1 and log.txn_index.entries() == []
     data = log.read(0, 1 << 20, 1)
     assert [h.is_control for _p, h in iter_batches(data)] == [True]
@@ -133,6 +138,7 @@ def test_reopen_rebuilds_open_transactions_and_the_index(tmp_path: Path, clean: 
         a.send()
         a.end(commit=False)
     b.send()
+    make_durable(log)
     open_from = log.last_stable_offset
     expected = log.aborted_transactions(0, log.log_end_offset)
     assert len(log.segments) > 1
@@ -142,7 +148,8 @@ def test_reopen_rebuilds_open_transactions_and_the_index(tmp_path: Path, clean: 
     assert reopened.last_stable_offset == open_from
     assert reopened.aborted_transactions(0, reopened.log_end_offset) == expected
     reopened.append_marker(2, 0, 0, True, 3)
-    assert reopened.last_stable_offset == reopened.high_watermark
+    make_durable(reopened)
+    assert reopened.last_stable_offset == reopened.high_watermark == reopened.log_end_offset
 
 
 def test_retention_drops_the_index_of_deleted_segments(tmp_path: Path) -> None:

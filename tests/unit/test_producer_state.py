@@ -491,7 +491,7 @@ def assert_retry_is_duplicate(log: PartitionLog, batch: bytes, base_offset: int)
 
 
 def values_in(log: PartitionLog) -> list[bytes | None]:
-    data = log.read(log.log_start_offset, 1 << 30, log.high_watermark)
+    data = log.read(log.log_start_offset, 1 << 30, log.log_end_offset)
     return [record.value for position, _ in iter_batches(data) for record in iter_records(data, position)]
 
 

@@ -44,7 +44,7 @@ def write_log(directory: Path, config: LogConfig, batches: int, records: int = 2
 
 
 def base_offsets(log: PartitionLog) -> list[int]:
-    data = log.read(log.log_start_offset, 1 << 30, log.high_watermark)
+    data = log.read(log.log_start_offset, 1 << 30, log.log_end_offset)
     return [header.base_offset for _, header in iter_batches(data)]
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,6 +151,9 @@ class PartitionLog:
         self._segments = segments
         self._log_start_offset = log_start_offset
         self._recovery_point = recovery_point
+        self._completed_not_durable: deque[tuple[int, int]] = deque()
+        """(first offset, marker offset) of transactions whose marker is not durable yet, by marker offset:
+        they hold the last stable offset as if still open (Kafka's `unreplicatedTxns`)."""
         self._closed = False
         self.offline_reason: str | None = None
         """Why the partition is offline (a disk error it could not roll back), or None while it serves."""
@@ -298,8 +302,11 @@ class PartitionLog:
 
     @property
     def high_watermark(self) -> int:
-        """Single node: every appended offset is committed, so the high watermark is the log end offset."""
-        return self.log_end_offset
+        """Single node: an offset is committed once it is durable, so the high watermark is the recovery
+        point. Kafka's high watermark is what every in-sync replica has; ours is what the disk has.
+        Consumers never see a record a crash could still take back, so an offset they read is never
+        reused for another record and the high watermark never moves back across a restart."""
+        return self._recovery_point
 
     @property
     def recovery_point(self) -> int:
@@ -356,10 +363,13 @@ class PartitionLog:
         self.producer_state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         batch = build_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
         header = parse_header(batch)
+        first_offset = self.producer_state.open_transaction_first_offset(producer_id)
         with self._changing("marker"):
             offset = self._append_bytes(batch, header, now_ms, 0)
             self.complete_transaction(producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
             self.producer_state.advance(offset + 1)
+        if first_offset is not None:
+            self._completed_not_durable.append((first_offset, offset))
         return offset
 
     def complete_transaction(self, producer_id: int, producer_epoch: int, coordinator_epoch: int,
@@ -380,10 +390,22 @@ class PartitionLog:
 
     @property
     def last_stable_offset(self) -> int:
-        """Below the oldest open transaction, else the high watermark (never below the log start)."""
+        """Below the oldest open transaction, else the high watermark (never below the log start). A
+        transaction whose marker is not durable yet counts as open, as Kafka's `ProducerStateManager`
+        keeps a completed transaction unstable until the high watermark passes its marker: a crash could
+        still take the marker back, and the last stable offset must never move back."""
+        high_watermark = self.high_watermark
         unstable = self.producer_state.first_unstable_offset()
-        if unstable is None or unstable >= self.high_watermark:
-            return self.high_watermark
+        pending = self._completed_not_durable
+        while pending and pending[0][1] < high_watermark:
+            pending.popleft()
+        while pending and pending[-1][1] >= self.log_end_offset:  # a marker rolled back or truncated
+            pending.pop()
+        if pending:
+            first = min(first_offset for first_offset, _marker in pending)
+            unstable = first if unstable is None else min(unstable, first)
+        if unstable is None or unstable >= high_watermark:
+            return high_watermark
         return max(unstable, self._log_start_offset)
 
     def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
@@ -426,8 +448,15 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> LogSegment:
         # The flusher fsyncs the old segment's data; its indexes are final now, so make them durable.
         # Nothing in memory changes until the new segment exists: a failure leaves the old one active.
-        self._segments[-1].flush_indexes()
-        self.txn_index.flush(self._segments[-1].base_offset)
+        try:
+            self._segments[-1].flush_indexes()
+            self.txn_index.flush(self._segments[-1].base_offset)
+        except OSError as error:
+            # As for the log itself: a later fsync may report success for pages the kernel dropped after
+            # this one failed (the simulation lost aborted-transaction entries that way), so nothing here
+            # is trusted until a restart rebuilds it from the log.
+            self.fsync_failed(error)
+            raise
         self.take_producer_snapshot()
         segment = new_segment(self.directory, self.data_dir, self.config, self.log_end_offset, now_ms)
         self._segments.append(segment)

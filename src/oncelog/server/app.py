@@ -123,6 +123,8 @@ class BrokerServer:
         self._scheduler = _LoopScheduler(asyncio.get_running_loop())
         broker.storage.on_change = self._log_changed
         broker.start(self._scheduler, self._durability)
+        if broker.shared is None:
+            self.flusher.on_flushed = broker.local.log_changed
         self._refresh_tracked_logs()
         loop = asyncio.get_running_loop()
         for index, endpoint in enumerate(self.config.listeners):
@@ -204,41 +206,16 @@ class BrokerServer:
                     connection.abort()
 
     def _jobs(self) -> list[_Periodic]:
-        config = self.config
         broker = self.broker
-        transaction_jobs = [
-            _Periodic("transaction-timeouts", config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
-                      broker.transactions.abort_timed_out),
-            _Periodic("transactional-id-expiry", config.transaction_remove_expired_transaction_cleanup_interval_ms,
-                      broker.transactions.expire_transactional_ids),
-        ]
-        offset_expiry = _Periodic("offset-expiry", config.offsets_retention_check_interval_ms,
-                                  broker.groups.expire_offsets)
-        if broker.shared is not None:
+        jobs = broker.maintenance_jobs()
+        if broker.shared is not None and self._shared is not None:
             # The database holds the partitions: retention runs there (every broker; the partition lock
-            # keeps them apart), compaction is not done yet (README, Limits); the reapers run on every
-            # broker (SKIP LOCKED keeps them apart); each broker gives up the group partitions another
-            # live broker wins now and loads those it wins.
-            shared = broker.shared
-            ownership = _Periodic("group-ownership", config.broker_heartbeat_interval_ms,
-                                  shared.group_partitions.check_ownership)
-            if self._shared is None:  # a broker given to us on shared storage: its owner maintains it
-                return [*transaction_jobs, offset_expiry, ownership]
+            # keeps them apart; a broker given to us on shared storage is maintained by its owner).
+            config = self.config
             database = self._shared.storage
-            retention = _Periodic("retention", config.log_retention_check_interval_ms,
-                                  lambda: database.apply_retention(broker.now_ms(), config))
-            return [*transaction_jobs, offset_expiry, ownership, retention]
-        logs = broker.logs
-        return [
-            *transaction_jobs,
-            _Periodic("retention", config.log_retention_check_interval_ms,
-                      lambda: logs.apply_retention(broker.now_ms())),
-            _Periodic("checkpoints", config.log_flush_offset_checkpoint_interval_ms, logs.write_checkpoints),
-            offset_expiry,
-            _Periodic("cleaner", config.log_cleaner_backoff_ms, lambda: logs.compact(broker.now_ms())),
-            _Periodic("producer-expiry", config.producer_id_expiration_check_interval_ms,
-                      lambda: logs.expire_producers(broker.now_ms(), config.producer_id_expiration_ms)),
-        ]
+            jobs.append(("retention", config.log_retention_check_interval_ms,
+                         lambda: database.apply_retention(broker.now_ms(), config)))
+        return [_Periodic(name, interval_ms, run) for name, interval_ms, run in jobs]
 
     async def _maintenance(self) -> None:
         jobs = self._jobs()

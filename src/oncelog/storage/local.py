@@ -59,6 +59,10 @@ def _end_offset(records: bytes) -> int:
     return end
 
 
+def _ignore(ok: bool) -> None:
+    pass
+
+
 class AllDurable:
     """Calls `callback(ok)` once every (log, offset) target is durable (ok: all of them made it)."""
 
@@ -176,6 +180,8 @@ class LocalStorage:
         for log, _offset in written:
             self.on_change(log.topic, log.partition)
         if acks != ACKS_ALL or not written:
+            for log, offset in written:  # consumers see it once it is durable (the high watermark): soon
+                self.durability(log, offset, _ignore)
             return resolved(results)
         completion: Completion[list[AppendResult]] = Completion()
 
