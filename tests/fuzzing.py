@@ -69,10 +69,20 @@ def body_position(frame: bytes, api_key: int, version: int) -> int:
     return parse_request_header(frame, bool(request_class(api_key, version).__flexible__)).body_position
 
 
+DURATION_MAX = datetime.timedelta(days=100 * 365)
+"""The decoder (kio) turns int64 milliseconds into timedeltas, which overflow beyond about ±9.2e15 ms:
+such a request closes its connection (docs/robustness.md, Limits). No client sends durations that long."""
+
+
 def tame(request: Any) -> Any:
-    """Cap the time fields a valid request may make the broker wait on (max_wait, rebalance timeout)."""
+    """Cap the time fields a valid request may make the broker wait on (max_wait, rebalance timeout), and
+    every duration to what the decoder can represent."""
     changes = {name: min(getattr(request, name), WAIT_MAX) for name in ("max_wait", "rebalance_timeout")
                if isinstance(getattr(request, name, None), datetime.timedelta)}
+    for name in getattr(request, "__dataclass_fields__", {}):
+        value = changes.get(name, getattr(request, name))
+        if isinstance(value, datetime.timedelta) and abs(value) > DURATION_MAX:
+            changes[name] = DURATION_MAX if value > datetime.timedelta(0) else -DURATION_MAX
     return dataclasses.replace(request, **changes) if changes else request
 
 

@@ -37,7 +37,9 @@ def handle(context: RequestContext, request: Any) -> Any:
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    # Kafka's TransactionCoordinator.handleDescribeTransactions sets only the error code: the start time
+    # keeps the schema's default 0 (a negative timestamp is not a valid one for strict decoders).
     return {"throttle_time": 0, "transaction_states": [
         {"error_code": code, "transactional_id": transactional_id, "transaction_state": "",
-         "transaction_timeout": 0, "transaction_start_time": -1, "producer_id": -1, "producer_epoch": -1,
+         "transaction_timeout": 0, "transaction_start_time": 0, "producer_id": -1, "producer_epoch": -1,
          "topics": []} for transactional_id in request.transactional_ids]}

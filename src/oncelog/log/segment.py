@@ -84,8 +84,10 @@ class LogSegment:
         self._opened_ms = opened_ms
         self.log_path = directory / segment_file_name(base_offset, ".log")
         existed = self._fs.exists(self.log_path)
-        # A new file's directory entry must reach the disk before the file's data counts as durable.
-        self._directory_synced = existed
+        # A file's directory entry must reach the disk before the file's data counts as durable. An
+        # existing file is no proof of that: a roll that failed after creating it leaves it behind, and
+        # the next roll opens it again (the simulation found acknowledged records lost that way).
+        self._directory_synced = False
         self._lock = threading.Lock()
         self._file: File | None = None
         self._closed = False

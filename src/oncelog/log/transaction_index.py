@@ -42,16 +42,23 @@ def _pack(entry: AbortedTxn) -> bytes:
     return _ENTRY.pack(_VERSION, entry.producer_id, entry.first_offset, entry.last_offset, entry.last_stable_offset)
 
 
-def _read_file(fs: FileSystem, path: Path) -> list[AbortedTxn]:
+def _read_file(fs: FileSystem, path: Path, segment_base: int) -> list[AbortedTxn]:
+    """The entries of one file. A torn or foreign tail (a partial entry after a crash, zeros where the
+    size reached the disk before the data) is cut off the file too: appends go to the end of the file,
+    and one after a partial entry would be misaligned for good."""
     if not fs.exists(path):
         return []
     data = fs.read_bytes(path)
     entries: list[AbortedTxn] = []
     for position in range(0, len(data) - ENTRY_BYTES + 1, ENTRY_BYTES):
         version, producer_id, first, last, lso = _ENTRY.unpack_from(data, position)
-        if version != _VERSION or first > last or (entries and last <= entries[-1].last_offset):
-            break  # a torn or foreign tail: what follows cannot be trusted
+        # A marker follows its transaction's first record and lies in its own segment, in marker order.
+        if version != _VERSION or first >= last or last < segment_base \
+                or (entries and last <= entries[-1].last_offset):
+            break
         entries.append(AbortedTxn(producer_id, first, last, lso))
+    if len(data) != len(entries) * ENTRY_BYTES:
+        write_synced(fs, path, b"".join(_pack(entry) for entry in entries))
     return entries
 
 
@@ -61,7 +68,7 @@ class TransactionIndex:
         self._fs = fs
         self._by_segment: dict[int, list[AbortedTxn]] = {}
         for base in segment_bases:
-            entries = _read_file(fs, txn_index_path(directory, base))
+            entries = _read_file(fs, txn_index_path(directory, base), base)
             if entries:
                 self._by_segment[base] = entries
 

@@ -133,8 +133,12 @@ class TransactionCoordinator:
         now = self.clock()
         metadata = self.transactions.get(transactional_id)
         if metadata is None:
+            try:
+                first_id = self.allocate_producer_id()
+            except OSError:  # no producer-id block could be reserved: retriable, nothing changed
+                return error(ErrorCode.coordinator_not_available)
             metadata = self.transactions[transactional_id] = TransactionMetadata(transactional_id, TransactionValue(
-                self.allocate_producer_id(), -1, timeout_ms, S.EMPTY, frozenset(), now, -1))
+                first_id, -1, timeout_ms, S.EMPTY, frozenset(), now, -1))
         if metadata.pending is not None:
             return error(ErrorCode.concurrent_transactions)
         if producer_id != -1 and metadata.producer_epoch != -1 and producer_id != metadata.producer_id:
@@ -152,7 +156,10 @@ class TransactionCoordinator:
             return error(ErrorCode.producer_fenced)
         previous_id, previous_epoch = metadata.producer_id, metadata.producer_epoch
         if previous_epoch >= EPOCH_EXHAUSTED:
-            new_id, new_epoch = self.allocate_producer_id(), 0
+            try:
+                new_id, new_epoch = self.allocate_producer_id(), 0
+            except OSError:
+                return error(ErrorCode.coordinator_not_available)
         else:
             new_id, new_epoch = metadata.producer_id, previous_epoch + 1
         metadata.prepare(S.EMPTY, now, producer_id=new_id, producer_epoch=new_epoch, timeout_ms=timeout_ms,
@@ -357,7 +364,7 @@ class TransactionCoordinator:
 
     def describe(self, transactional_id: str) -> Response:
         """DescribeTransactions fields of one id (partitions as sorted (topic, partition) pairs)."""
-        missing = {"transaction_state": "", "transaction_timeout": 0, "transaction_start_time": -1,
+        missing = {"transaction_state": "", "transaction_timeout": 0, "transaction_start_time": 0,
                    "producer_id": -1, "producer_epoch": -1, "partitions": []}
         metadata = self.transactions.get(transactional_id)
         if not transactional_id:

@@ -319,7 +319,7 @@ class PostgresTransactions:
     # --- DescribeTransactions / ListTransactions ---------------------------------------------------------
 
     def describe(self, transactional_id: str) -> Completion[Response]:
-        missing = {"transaction_state": "", "transaction_timeout": 0, "transaction_start_time": -1,
+        missing = {"transaction_state": "", "transaction_timeout": 0, "transaction_start_time": 0,
                    "producer_id": -1, "producer_epoch": -1, "partitions": [], "transactional_id": transactional_id}
         if not transactional_id:
             return _resolved({**missing, "error_code": ErrorCode.invalid_request})
