@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     _transactions_parser(subparsers)
     _producers_parser(subparsers)
     _demo_parser(subparsers)
+    from oncelog.simulation import command as simulate_command
+
+    simulate_command.add_parser(subparsers)
+    from oncelog.chaos import command as chaos_command
+
+    chaos_command.add_parser(subparsers)
     return parser
 
 
@@ -236,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command == "simulate":
+        from oncelog.simulation import command as simulate_command
+
+        return simulate_command.run(args)
+    if args.command == "chaos":
+        from oncelog.chaos import command as chaos_command
+
+        return chaos_command.run(args)
     if args.command == "demo":
         from oncelog.eos import demo
 
