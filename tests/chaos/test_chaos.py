@@ -36,6 +36,7 @@ def test_chaos_against_the_embedded_broker_finds_nothing(tmp_path: Path) -> None
     faults = document["stats"]["faults"]
     assert sum(faults.values()) >= 3, faults  # the run really was hurt
     assert document["stats"]["transactions committed"] > 10 and document["stats"]["sends acknowledged"] > 100
+    assert document["stats"]["stage starts"] >= 1 and document["stats"]["records polled"] > 100
     assert document["findings"] == []
     assert {"sends", "transactions", "polls", "events"} <= set(document)
 

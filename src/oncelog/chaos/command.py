@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         print("oncelog chaos: --bootstrap uses an existing cluster; --storage and --brokers are for managed ones",
               file=sys.stderr)
         return 2
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        print("oncelog chaos: the clients it runs need confluent-kafka: pip install 'oncelog[eos]'", file=sys.stderr)
+        return 2
     from .run import Chaos, ChaosOptions
 
     options = ChaosOptions(bootstrap=args.bootstrap, duration_s=args.duration, seed=args.seed, faults=faults,

@@ -8,7 +8,8 @@ rest of the producer's bytes untouched. The active segment rolls before an appen
 `segment_bytes`, when `segment_ms` has passed since its first append, or when a relative offset would no
 longer fit the int32 index fields.
 
-On one node every appended offset is committed, so the high watermark is the log end offset. Reads
+On one node an offset is committed once it is durable, so the high watermark is the recovery point
+(Kafka's is what every in-sync replica has): consumers never see what a crash could take back. Reads
 return whole batches only and may start inside a batch (consumers skip the records below the offset they
 asked for); `max_offset_exclusive` lets the caller stop at the high watermark or the last stable offset.
 
@@ -33,7 +34,8 @@ snapshot at or below the log end offset and replays the batch headers after it (
 start offset, the newest excepted.
 
 Transactions: markers close a producer's open transaction here; the last stable offset is the first
-offset of the oldest open one; aborted transactions go to the `.txnindex` (transaction_index.py).
+offset of the oldest open one (a transaction whose marker is not durable yet still counts, Kafka's
+`unreplicatedTxns`); aborted transactions go to the `.txnindex` (transaction_index.py).
 Opening and recovery live in loader.py (Kafka's `LogLoader`); compaction in cleaner.py.
 
 Disk errors (Kafka's rule: a log never serves from files it cannot trust). Every change to the
@@ -46,7 +48,7 @@ offline: every later request for it gets KAFKA_STORAGE_ERROR until the broker re
 from what is on disk. Nothing acknowledged is lost either way: acks=all waits for an fsync that
 succeeded, and recovery keeps every whole batch.
 
-Why one module of ~640 lines: every operation that changes the segment list (append, roll, marker,
+Why one module of ~680 lines: every operation that changes the segment list (append, roll, marker,
 retention, segment replacement by the cleaner, truncation) must run inside the same `_changing` rollback
 over the same private state (segments, log start, producer state, recovery point); splitting them would
 expose that state to several modules and spread the rollback rule over them. What stands apart already
