@@ -105,6 +105,8 @@ def test_read_committed_passing_an_aborted_record_is_no_skip() -> None:
     history, final = _consistent()
     final.partitions[0][4] = StoredRecord(4, "e", -1, False, "plain")
     final.high_watermarks[0] = 5
+    send = history.send("p", 0, ["e"])
+    send.outcome, send.offset = "ok", 4
     history.polls["rc"].append((0, 4, "e"))
     history.polls["ru"].append((0, 4, "e"))
     history.positions["rc"][0] = history.positions["ru"][0] = 5
@@ -146,3 +148,39 @@ def test_stuck_producer() -> None:
     history, final = _consistent()
     history.stuck["t"] = "EndTxn never answered"
     assert _kinds(history, final) == {"stuck producer"}
+
+
+def test_a_send_answered_as_failed_must_not_be_stored() -> None:
+    history, final = _consistent()
+    history.sends[1].outcome = "failed"
+    assert "duplicate" in _kinds(history, final)
+
+
+def test_a_stored_record_nobody_sent_is_inconsistent() -> None:
+    history, final = _consistent()
+    final.partitions[0][1] = StoredRecord(1, "garbage", -1, False, "plain")
+    assert "inconsistent offset" in _kinds(history, final)
+
+
+def test_poll_skip_at_the_end_of_what_was_read() -> None:
+    history, final = _consistent()
+    del history.polls["ru"][-1]  # position 4 reached without being handed offset 3
+    assert _kinds(history, final) == {"poll skip"}
+
+
+def test_a_reader_that_never_got_a_record_must_still_reach_the_end() -> None:
+    history, final = _consistent()
+    history.read_committed.add("silent")
+    assert _kinds(history, final) == {"stuck consumer"}
+
+
+def test_torn_transaction_seen_through_an_unacknowledged_send() -> None:
+    history, final = _consistent()
+    transaction = history.transactions[0]
+    send = history.send("t", 1, ["c1"], transaction)  # its answer was lost: outcome unknown
+    send.outcome = "unknown"
+    final.partitions[1] = {0: StoredRecord(0, "c1", 7, True, "aborted")}
+    final.high_watermarks[1] = 1
+    history.positions["rc"][1] = history.positions["ru"][1] = 1
+    history.polls["ru"].append((1, 0, "c1"))
+    assert _kinds(history, final) == {"torn transaction"}

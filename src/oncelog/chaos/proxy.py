@@ -47,7 +47,7 @@ class ChaosProxy:
         self._delay_s = 0.0
         self._delay_until = 0.0
         self._hold_until = 0.0
-        self.counts = {"connections": 0, "severed": 0, "delays": 0, "blackholes": 0}
+        self.counts = {"connections": 0, "severed": 0, "delays": 0, "blackholes": 0, "not rewritten": 0}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chaos-proxy", daemon=True)
 
@@ -163,7 +163,8 @@ class ChaosProxy:
     async def _rewrite(self, frame: bytes, api_key: int, api_version: int) -> bytes:
         try:
             correlation_id, response = decode_response(frame, api_key, api_version)
-        except Exception:  # a version or shape this build cannot decode: pass it on as it is
+        except Exception:  # a version or shape this build cannot decode: pass it on, counted (clients may
+            self.counts["not rewritten"] += 1  # then learn a broker's real address and go around the proxy)
             return frame
         if api_key == FIND_COORDINATOR:
             if hasattr(response, "coordinators"):

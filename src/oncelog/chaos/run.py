@@ -96,6 +96,9 @@ def final_log(bootstrap: str, topic: str, partitions: int) -> tuple[FinalLog, di
     """The input topic as stored and decided, and each partition's last stable offset."""
     stored, high_watermarks = _read_all(bootstrap, topic, partitions, read_committed=False)
     committed, stable = _read_all(bootstrap, topic, partitions, read_committed=True)
+    if len(high_watermarks) < partitions or len(stable) < partitions:
+        raise RuntimeError(f"the checker could not read every partition of {topic} to its end within 60 s "
+                           f"(reached {high_watermarks} read_uncommitted, {stable} read_committed)")
     final = FinalLog(high_watermarks=high_watermarks)
     for partition, records in stored.items():
         visible = {offset for offset, _value in committed[partition]}
@@ -266,6 +269,9 @@ class Chaos:
         findings = check(history, final) + _stage_findings(upstream, self.names.output, options.partitions, final,
                                                            None if done else reached)
         findings = list(dict.fromkeys(findings))
+        if self.proxy is not None and self.proxy.counts["not rewritten"]:
+            findings.append(("proxy bypass", f"{self.proxy.counts['not rewritten']} broker-address responses could "
+                                             "not be rewritten: clients may have gone around the faults"))
         stats: dict[str, Any] = {
             "faults": dict(self.faults),
             "proxy": dict(self.proxy.counts) if self.proxy else {},

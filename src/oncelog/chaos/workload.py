@@ -98,6 +98,8 @@ class Recorder:
                 send.outcome, send.offset = "ok", int(message.offset() or 0)
             else:
                 send.outcome = "unknown"
+                if error.fatal() and not send.transaction:  # an idempotent producer that cannot go on
+                    self.history.stuck[send.producer] = f"fatal producer error: {error}"
         self.event(send.producer, "send", value=send.values[0], partition=send.partition,
                    outcome=send.outcome, offset=send.offset, error=str(error) if error else None)
 

@@ -102,6 +102,8 @@ class SimFile:
     def truncate(self, size: int) -> None:
         self._check("truncate")
         data = self._inode.data
+        if self._inode.lost_from is not None and size <= self._inode.lost_from:
+            self._inode.lost_from = None  # the dropped pages are cut off anyway
         if size < len(data):
             del data[size:]
         else:
@@ -125,6 +127,7 @@ class SimFile:
             lost = old[inode.lost_from:kept_end] + bytes(max(0, end - max(kept_end, inode.lost_from)))
             synced = synced[:inode.lost_from] + lost[:end - inode.lost_from]
         inode.synced = synced
+        inode.lost_from = None  # the dropped pages stay lost in `synced`; pages written since are new
 
     def size(self) -> int:
         return len(self._inode.data)

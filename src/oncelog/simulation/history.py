@@ -112,7 +112,14 @@ def check(history: History, final: FinalLog) -> list[tuple[str, str]]:
         if len(places) > 1:
             findings.append(("duplicate", f"{value} stored at {places}"))
 
+    sent = {value for send in history.sends for value in send.values}
+    for value, places in where.items():
+        if value not in sent:
+            findings.append(("inconsistent offset", f"{value} stored at {places} was never sent"))
     for send in history.sends:
+        if send.outcome == "failed":  # the client was told it is not stored: a retry would duplicate it
+            findings += [("duplicate", f"{value} was answered as failed yet is stored at {where[value]}")
+                         for value in send.values if value in where]
         if send.outcome != "ok":
             continue
         transaction = send.transaction
@@ -127,10 +134,9 @@ def check(history: History, final: FinalLog) -> list[tuple[str, str]]:
                 findings.append(("aborted read", f"{value} of aborted {transaction.name} is {found.fate}"))
 
     for transaction in history.transactions:
-        fates = {final.partitions.get(p, {}).get(o).fate  # type: ignore[union-attr]
-                 for p, o in ((s.partition, s.offset + i) for s in transaction.sends if s.outcome == "ok"
-                              for i in range(len(s.values)))
-                 if final.partitions.get(p, {}).get(o) is not None}
+        # Every stored record of the transaction, acknowledged or not, decides whether it is torn.
+        fates = {final.partitions[partition][offset].fate for send in transaction.sends for value in send.values
+                 for partition, offset in where.get(value, [])}
         if {"committed", "aborted"} <= fates:
             findings.append(("torn transaction", f"{transaction.name}: records both committed and aborted"))
         if "open" in fates:
@@ -175,10 +181,19 @@ def _check_polls(history: History, final: FinalLog) -> list[tuple[str, str]]:
                     findings.append(("poll skip", f"{poller} got {partition}@{offset} after {partition}@{previous}, "
                                                   f"skipping {len(skipped)} records from {partition}@{skipped[0]}"))
             last[partition] = offset
+        for partition, position in history.positions.get(poller, {}).items():
+            between = offsets.get(partition, [])
+            furthest = max((offset for p, offset, _value in reads if p == partition), default=-1)
+            skipped = between[bisect_right(between, furthest):bisect_left(between, position)]
+            if skipped:
+                findings.append(("poll skip", f"{poller} got to {partition}@{position} without {len(skipped)} "
+                                              f"records from {partition}@{skipped[0]}"))
+    # Every reader must reach the end, including one that never got a record.
+    for reader in sorted(set(history.polls) | set(history.positions) | history.read_committed):
         for partition, end in final.high_watermarks.items():
-            position = history.positions[poller].get(partition, 0)
+            position = history.positions.get(reader, {}).get(partition, 0)
             if position < end:
-                findings.append(("stuck consumer", f"{poller} stopped at {partition}@{position}, the log ends at "
+                findings.append(("stuck consumer", f"{reader} stopped at {partition}@{position}, the log ends at "
                                                     f"{end}"))
     return findings
 

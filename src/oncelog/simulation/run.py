@@ -183,8 +183,11 @@ class Simulation:
             return
         self.incarnation += 1
         try:
-            self.node = Node(self.world, self.disk, self.config, self.incarnation)
+            self.node = Node(self.world, self.disk, self.config, self.incarnation, lambda: self.fault_number)
         except (OSError, DataDirError) as error:  # the disk failed during recovery: start it again
+            if not self.faults_on:
+                self.world.finding(f"start failed with the faults off: {type(error).__name__}: {error}")
+                raise
             self.world.note(f"start failed: {error}")
             self.disk.crash()
             self.world.at(200, self._restart, "restart")
@@ -345,7 +348,11 @@ class Simulation:
         context = RequestContext(node.broker, 9, 7, 1, "checker", "sim:checker")
         response = HANDLERS[9].handle(context, request)
         assert not hasattr(response, "completion"), "OffsetFetch must answer from memory here"
-        return int(response.topics[0].partitions[0].committed_offset)
+        answer = response.topics[0].partitions[0]
+        if ErrorCode(int(answer.error_code)) != ErrorCode.none:
+            self.world.finding(f"OffsetFetch of {group} answered {ErrorCode(int(answer.error_code))!r} after "
+                               "every transaction ended")
+        return int(answer.committed_offset)
 
 
 def _stored_records(records: bytes) -> dict[int, StoredRecord]:
@@ -379,11 +386,14 @@ def shrink(result: Result, budget: int = 60, progress: Callable[[str], None] = l
     best = result
     runs = 0
 
+    wanted = result.findings[0][0]
+
     def attempt(options: Options, suppress: frozenset[int]) -> Result | None:
+        """The run if it still fails the same way (its first anomaly class among its findings)."""
         nonlocal runs
         runs += 1
         candidate = Simulation(result.seed, options, suppress).run()
-        return candidate if not candidate.ok else None
+        return candidate if any(kind == wanted for kind, _evidence in candidate.findings) else None
 
     # Fewer steps: halve while it still fails.
     while runs < budget and best.options.steps > 50:

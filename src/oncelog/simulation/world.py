@@ -137,8 +137,12 @@ class Node:
     FSYNC_MS = (0, 4)
     """How long an fsync takes (the flusher's worker thread), uniformly."""
 
-    def __init__(self, world: World, disk: SimDisk, config: BrokerConfig, incarnation: int) -> None:
+    def __init__(self, world: World, disk: SimDisk, config: BrokerConfig, incarnation: int,
+                 faults_fired: Callable[[], int] = lambda: 0) -> None:
         self.world = world
+        self._faults_fired = faults_fired
+        self._faults_at_start = faults_fired()
+        """An I/O or Kafka error is an injected fault's doing only if a fault fired in this incarnation."""
         self.disk = disk
         self.config = config
         self.incarnation = incarnation
@@ -146,14 +150,25 @@ class Node:
         self._round_pending = False
         self.flush = FlushQueue(self._want_round)
         self._parked: dict[tuple[str, int], list[Callable[[], None]]] = {}
-        self.broker = Broker(config, clock=world.clock, fs=disk)
-        self.broker.storage.on_change = self._changed
-        self.broker.start(self, self.flush.when_durable)
+        try:
+            self.broker = Broker(config, clock=world.clock, fs=disk)
+            self.broker.storage.on_change = self._changed
+            self.broker.start(self, self.flush.when_durable)
+        except BaseException:
+            self.alive = False  # whatever it scheduled before failing must not run
+            raise
         self.flush.on_flushed = self.broker.local.log_changed
         self.flush.track(list(self.broker.logs.logs()))
         for name, interval_ms, job in self.broker.maintenance_jobs():
             self._schedule_job(name, interval_ms, job, interval_ms)
         self._periodic_flush()
+
+    def _injected(self, what: str, error: Exception) -> None:
+        """An I/O or Kafka error: expected after an injected fault, a finding otherwise."""
+        if self._faults_fired() > self._faults_at_start:
+            self.world.note(f"{what} failed: {error}")
+        else:
+            self.world.finding(f"{what} failed with no fault injected: {type(error).__name__}: {error}")
 
     # Scheduler, for the coordinators: timers die with the incarnation.
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> _Timer:
@@ -165,7 +180,7 @@ class Node:
         try:
             action()
         except (OSError, KafkaError) as error:  # an injected disk fault: the server logs it and goes on
-            self.world.note(f"{what} failed: {error}")
+            self._injected(what, error)
         except Exception as error:
             logger.debug("%s raised", what, exc_info=True)
             self.world.finding(f"{what} raised {type(error).__name__}: {error}")
@@ -179,7 +194,7 @@ class Node:
                 job()
             except (OSError, KafkaError) as error:
                 failed = True
-                self.world.note(f"job {name} failed: {error}")
+                self._injected(f"job {name}", error)
             except Exception as error:
                 self.world.finding(f"job {name} raised {type(error).__name__}: {error}")
             self.flush.track(list(self.broker.logs.logs()))
@@ -199,7 +214,8 @@ class Node:
         def tick() -> None:
             if not self.alive:
                 return
-            self._round(True, periodic=True)
+            if not self._round_pending:  # one round at a time, as the flusher's task
+                self._round(True, periodic=True)
             self._periodic_flush()
 
         self.world.at(self.config.log_flush_interval_ms, tick, "periodic flush")
@@ -262,7 +278,7 @@ class Node:
                 while True:
                     if isinstance(outcome, AwaitCompletion):
                         if not outcome.completion.done:
-                            outcome.completion.on_done(self._resumer(outcome.respond, settle))
+                            outcome.completion.on_done(self._resumer(outcome.respond, settle, failed))
                             return
                         outcome = outcome.respond(outcome.completion.value())
                     elif isinstance(outcome, AwaitData):
@@ -284,10 +300,17 @@ class Node:
             return
         settle(outcome)
 
-    def _resumer(self, respond: Callable[[Any], Any], settle: Callable[[Any], None]) -> Callable[[Any], None]:
+    def _resumer(self, respond: Callable[[Any], Any], settle: Callable[[Any], None],
+                 failed: Callable[[Exception], None]) -> Callable[[Any], None]:
         def resume(value: Any) -> None:
-            if self.alive:  # a dead incarnation answers nobody
-                settle(respond(value))
+            if not self.alive:  # a dead incarnation answers nobody
+                return
+            try:
+                outcome = respond(value)
+            except Exception as error:  # a handler's continuation failed: a finding, and no answer
+                failed(error)
+                return
+            settle(outcome)
 
         return resume
 
