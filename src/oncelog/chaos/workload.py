@@ -285,6 +285,26 @@ class Workload:
         consumer = self._consumer(self.names.transactional_id(name), read_committed,
                                   **{"enable.partition.eof": True})
         consumer.assign([TopicPartition(self.names.input, p, 0) for p in range(self.partitions)])
+        self._consume(name, consumer, lambda message: self.recorder.polled(name, message))
+
+    def _group_member(self) -> None:
+        name = "consumer-rc"
+        consumer = self._consumer(self.names.member_group, True, **{"enable.partition.eof": True})
+        consumer.subscribe([self.names.input])
+
+        def read(message: Message) -> None:
+            with self.recorder.lock:
+                self.recorder.history.group_polls[name].append(
+                    (int(message.partition() or 0), int(message.offset() or 0), (message.value() or b"").decode()))
+            try:
+                consumer.commit(message=message, asynchronous=False)
+            except KafkaException as error:  # a rebalance or a fault: the next owner re-reads
+                self.recorder.event(name, "commit failed", error=str(error))
+
+        self._consume(name, consumer, read)
+
+    def _consume(self, reader: str, consumer: Consumer, read: Callable[[Message], None]) -> None:
+        """Poll until the run ends: each record to `read`, then tracked; EOF moves the position too."""
         try:
             while self._consuming.is_set():
                 message = consumer.poll(0.2)
@@ -293,10 +313,10 @@ class Workload:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        self._at_end(name, int(message.partition() or 0), int(message.offset() or 0))
+                        self._at_end(reader, int(message.partition() or 0), int(message.offset() or 0))
                     continue
-                self.recorder.polled(name, message)
-                self._track(name, message)
+                read(message)
+                self._track(reader, message)
         finally:
             consumer.close()
 
@@ -305,32 +325,6 @@ class Workload:
         with self.recorder.lock:
             partitions = self.positions.setdefault(reader, {})
             partitions[partition] = max(partitions.get(partition, 0), offset)
-
-    def _group_member(self) -> None:
-        name = "consumer-rc"
-        consumer = self._consumer(self.names.member_group, True, **{"enable.partition.eof": True})
-        consumer.subscribe([self.names.input])
-        try:
-            while self._consuming.is_set():
-                message = consumer.poll(0.2)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        self._at_end(name, int(message.partition() or 0), int(message.offset() or 0))
-                    continue
-                with self.recorder.lock:
-                    self.recorder.history.group_polls[name].append(
-                        (int(message.partition() or 0), int(message.offset() or 0),
-                         (message.value() or b"").decode()))
-                self._track(name, message)
-                try:
-                    consumer.commit(message=message, asynchronous=False)
-                except KafkaException as error:  # a rebalance or a fault: the next owner re-reads
-                    self.recorder.event(name, "commit failed", error=str(error))
-        finally:
-            consumer.close()
 
     def _run_stage(self) -> None:
         """Supervise the stage process (`chaos/stage.py`): a stage silent for STAGE_STALL_S is hung (a

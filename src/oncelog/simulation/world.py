@@ -38,7 +38,7 @@ from oncelog.config import BrokerConfig
 from oncelog.errors import KafkaError
 from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, AwaitData, RequestContext
-from oncelog.log.flush_queue import FlushQueue, RoundWork
+from oncelog.log.flush_queue import FlushQueue, RoundWork, fsync_all
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import peek_header
@@ -234,14 +234,7 @@ class Node:
     def _fsynced(self, work: RoundWork) -> None:
         if not self.alive:
             return
-        results: list[OSError | None] = []
-        for _log, _offset, segments in work:
-            try:
-                for segment in segments:
-                    segment.fsync()
-                results.append(None)
-            except OSError as error:
-                results.append(error)
+        results = fsync_all(work)
         self._round_pending = False
         self._guarded("flush round", lambda: self.flush.finish_round(work, results))
         if self.flush.waiting:
