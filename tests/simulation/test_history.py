@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oncelog.simulation.history import FinalLog, History, StoredRecord, check
+from oncelog.simulation.history import Assignment, FinalLog, GroupCommit, History, StoredRecord, check
 
 
 def _final(partition_records: dict[int, list[tuple[str, str]]], group_offsets: dict[str, int] | None = None
@@ -184,3 +184,75 @@ def test_torn_transaction_seen_through_an_unacknowledged_send() -> None:
     history.positions["rc"][1] = history.positions["ru"][1] = 1
     history.polls["ru"].append((1, 0, "c1"))
     assert _kinds(history, final) == {"torn transaction"}
+
+
+# --- the consumer group ------------------------------------------------------------------------------
+
+def _with_group() -> tuple[History, FinalLog]:
+    """The consistent history plus a group: m1 owns partition 0 in generation 1 and commits 2; after a
+    rebalance m2 owns it in generation 2, reads the 2 back, consumes to the end and commits 4."""
+    history, final = _consistent()
+    history.group_members |= {"m1", "m2"}
+    history.read_committed |= {"m1", "m2"}
+    history.assignments += [Assignment("m1", "id1", 1, (0,), 100), Assignment("m2", "id2", 2, (0,), 500)]
+    history.group_commits += [GroupCommit("m1", "id1", 1, {0: 2}, 200, "ok", 210),
+                              GroupCommit("m2", "id2", 2, {0: 4}, 700, "ok", 710)]
+    history.offset_fetches += [("m1", 90, 0, -1), ("m2", 510, 0, 2)]
+    history.group_polls["m1"] = [(0, 0, "a"), (0, 1, "b")]
+    history.group_polls["m2"] = [(0, 2, "c")]
+    final.consumer_group_offsets = {0: 4}
+    return history, final
+
+
+def test_a_consistent_group_history_has_no_findings() -> None:
+    assert check(*_with_group()) == []
+
+
+def test_double_assignment_between_two_members() -> None:
+    history, final = _with_group()
+    history.assignments.append(Assignment("m3", "id3", 2, (0,), 520))
+    assert "double assignment" in _kinds(history, final)
+
+
+def test_double_assignment_of_one_member_with_two_plans() -> None:
+    history, final = _with_group()
+    history.assignments.append(Assignment("m2", "id2", 2, (1,), 530))
+    assert "double assignment" in _kinds(history, final)
+
+
+def test_a_zombie_commit_that_was_accepted() -> None:
+    history, final = _with_group()
+    history.group_commits.append(GroupCommit("m1", "id1", 1, {0: 3}, 600, "ok", 610))
+    assert "wrong committed offset" in _kinds(history, final)
+
+
+def test_a_zombie_commit_that_was_refused_is_fine() -> None:
+    history, final = _with_group()
+    history.group_commits.append(GroupCommit("m1", "id1", 1, {0: 3}, 600, "failed"))
+    assert check(history, final) == []
+
+
+def test_an_acknowledged_commit_read_back_lower_was_lost() -> None:
+    history, final = _with_group()
+    history.offset_fetches[1] = ("m2", 510, 0, 1)
+    history.group_polls["m2"].insert(0, (0, 1, "b"))
+    assert "wrong committed offset" in _kinds(history, final)
+
+
+def test_an_acknowledged_commit_missing_at_the_end_was_lost() -> None:
+    history, final = _with_group()
+    history.group_commits.append(GroupCommit("m2", "id2", 2, {0: 5}, 800, "ok", 810))
+    assert "wrong committed offset" in _kinds(history, final)
+
+
+def test_the_group_committing_past_a_record_nobody_was_handed_is_a_poll_skip() -> None:
+    history, final = _with_group()
+    history.group_polls["m1"] = [(0, 0, "a")]
+    assert "poll skip" in _kinds(history, final)
+
+
+def test_a_group_that_did_not_commit_the_end_is_stuck() -> None:
+    history, final = _with_group()
+    final.consumer_group_offsets = {0: 2}
+    history.group_commits.pop()
+    assert _kinds(history, final) == {"stuck consumer"}

@@ -7,6 +7,7 @@ so a simulation that silently checked nothing would fail these tests.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from unittest import mock
 
 import pytest
 
+from oncelog.coordinator.group.coordinator import GroupCoordinator
+from oncelog.coordinator.group.membership import Membership
+from oncelog.coordinator.group.offsets import OffsetStore
 from oncelog.log.flush_queue import FlushQueue
 from oncelog.log.partition import PartitionLog
 from oncelog.log.producer_state import ProducerStateManager
@@ -37,7 +41,7 @@ def test_seeds_pass(chunk: int) -> None:
             totals[key] = totals.get(key, 0) + value
     # The faults really happened and the workload really ran.
     for key in ("crashes", "disk faults", "network faults", "sends acknowledged", "transactions committed",
-                "transactions aborted", "records polled"):
+                "transactions aborted", "records polled", "group generations", "group commits acknowledged"):
         assert totals[key] > 0, (key, totals)
 
 
@@ -47,6 +51,7 @@ def test_every_kind_of_fault_and_client_event_happens_across_the_ci_seeds() -> N
         for key, value in simulate(seed).stats.items():
             totals[key] = totals.get(key, 0) + value
     assert totals["producers vanished"] > 0 and totals["sends unknown"] > 0, totals
+    assert totals["members vanished"] > 0, totals
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -66,6 +71,19 @@ def test_a_seed_replays_exactly_in_another_process_with_another_hash_seed() -> N
     assert digests == {trace_digest(simulate(7))}
 
 
+def _everyone_gets_the_leaders_partitions(membership: Membership, group: Any, assignments: dict[str, bytes]) -> None:
+    leaders = assignments.get(group.leader_id, b"")
+    STORE_ASSIGNMENT(membership, group, {member_id: leaders for member_id in assignments})
+
+
+def _committed_offsets_one_too_high(store: OffsetStore, group_id: str, topic: str, partition: int) -> Any:
+    value = GET_OFFSET(store, group_id, topic, partition)
+    return value if value is None else dataclasses.replace(value, offset=value.offset + 1)
+
+
+STORE_ASSIGNMENT = Membership._store_assignment
+GET_OFFSET = OffsetStore.get
+
 PLANTED: dict[str, tuple[Callable[[], AbstractContextManager[Any]], str]] = {
     # Consumers see what a crash can still take back.
     "high watermark is the log end": (
@@ -82,6 +100,17 @@ PLANTED: dict[str, tuple[Callable[[], AbstractContextManager[Any]], str]] = {
     "last stable offset ignores open transactions": (
         lambda: mock.patch.object(PartitionLog, "last_stable_offset", property(lambda log: log.high_watermark)),
         "aborted read"),
+    # Offset commits are not checked against the member's generation: zombies commit.
+    "commits not fenced": (
+        lambda: mock.patch.object(GroupCoordinator, "_validate_commit", lambda *args, **kwargs: None),
+        "wrong committed offset"),
+    # SyncGroup hands every member the leader's own partitions.
+    "one plan for all": (
+        lambda: mock.patch.object(Membership, "_store_assignment", _everyone_gets_the_leaders_partitions),
+        "double assignment"),
+    # OffsetFetch answers one past what was committed: a new owner skips a record.
+    "committed offsets off by one": (
+        lambda: mock.patch.object(OffsetStore, "get", _committed_offsets_one_too_high), "poll skip"),
 }
 
 

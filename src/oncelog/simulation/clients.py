@@ -47,6 +47,10 @@ class Workload:
     """Adds a line to the run's trace."""
     stopping: bool = False
     producers_done: bool = False
+    group_stop: bool = False
+    """The group has consumed everything: its members leave."""
+    group_committed: dict[int, int] = field(default_factory=dict)
+    """partition -> the highest offset a group member's commit was acknowledged for."""
     next_group_offset: dict[str, int] = field(default_factory=dict)
 
 
@@ -232,13 +236,16 @@ def transactional_producer(w: Workload, name: str, transactional_id: str, vanish
         yield Sleep(w.random.randint(0, 50))
 
 
-def _fetch_call(w: Workload, positions: list[int], read_committed: bool, wait_ms: int) -> Call:
+def _fetch_call(w: Workload, positions: list[int], read_committed: bool, wait_ms: int,
+                partitions: list[int] | None = None) -> Call:
+    """Fetch `partitions` (default: all) from `positions` (one per partition asked for)."""
     return Call(1, 11, {
         "replica_id": -1, "max_wait": wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
         "isolation_level": 1 if read_committed else 0, "session_id": 0, "session_epoch": -1,
         "topics": [{"topic": TOPIC, "partitions": [
             {"partition": partition, "current_leader_epoch": -1, "fetch_offset": position, "log_start_offset": -1,
-             "partition_max_bytes": 1 << 16} for partition, position in enumerate(positions)]}],
+             "partition_max_bytes": 1 << 16}
+            for partition, position in zip(partitions or range(len(positions)), positions, strict=True)]}],
         "forgotten_topics_data": [], "rack_id": ""}, timeout_ms=wait_ms + 3_000)
 
 

@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "simulate", help="run the broker core in a seeded simulation with injected faults",
         description="Run the broker's handlers, coordinators and logs with simulated time, disk and network: "
-        "idempotent and transactional producers, read_committed and read_uncommitted pollers, disk errors, "
+        "idempotent and transactional producers, read_committed and read_uncommitted pollers, a consumer group "
+        "whose members rebalance, commit and vanish, disk errors, "
         "torn writes, broker crashes, delayed and severed connections, all from one seed. After the faults "
         "stop, the final log is checked against what every client was told. A failing seed replays exactly.")
     which = parser.add_mutually_exclusive_group()
@@ -70,8 +71,9 @@ def _summary(result: Result) -> str:
             f"{stats['simulated ms'] / 1000:.1f} s simulated, {stats['crashes']} crashes, "
             f"{stats['disk faults']} disk faults, {stats['sends acknowledged']} sends acknowledged "
             f"({stats['sends unknown']} unknown), {stats['transactions committed']} transactions committed, "
-            f"{stats['transactions aborted']} aborted, {stats['records polled']} records polled; "
-            f"trace {trace_digest(result)}")
+            f"{stats['transactions aborted']} aborted, {stats['records polled']} records polled, "
+            f"{stats['group generations']} group generations, {stats['group commits acknowledged']} group "
+            f"commits acknowledged; trace {trace_digest(result)}")
 
 
 def _print_findings(result: Result) -> None:
@@ -143,7 +145,9 @@ def run_many(seeds: range, options: Options, jobs: int) -> int:
           f"{totals.get('crashes', 0)} crashes, {totals.get('disk faults', 0)} disk faults, "
           f"{totals.get('sends acknowledged', 0)} sends acknowledged, "
           f"{totals.get('transactions committed', 0)} transactions committed, "
-          f"{totals.get('transactions aborted', 0)} aborted; "
+          f"{totals.get('transactions aborted', 0)} aborted, {totals.get('group generations', 0)} group "
+          f"generations, {totals.get('group commits acknowledged', 0)} group commits acknowledged, "
+          f"{totals.get('members vanished', 0)} members vanished; "
           + ("all OK" if not failing else f"{len(failing)} FAILING: " + " ".join(str(r.seed) for r in failing)))
     if failing:
         print(f"replay one with: oncelog simulate --seed {failing[0].seed}" + (

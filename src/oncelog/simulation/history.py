@@ -17,8 +17,15 @@ and `check` names what is wrong, one finding per problem, by anomaly class:
 - hanging transaction: a transaction still undecided after every timeout passed;
 - wrong committed offset: a group's committed offset came from an aborted transaction, or is not the
   last committed one;
-- stuck consumer: a poller could not read to the end of a partition once the faults stopped;
+- stuck consumer: a poller could not read to the end of a partition once the faults stopped, or the
+  consumer group did not commit the end of every partition;
 - stuck producer: a producer could not finish its work once the faults stopped.
+
+And for the consumer group (`group_member`):
+- double assignment: two members own one partition in one generation;
+- wrong committed offset, also: a commit from a generation the group had left behind was accepted
+  (fencing failed), or an acknowledged commit was later read back lower (it was lost);
+- poll skip, also: the group committed past records no member was handed.
 """
 
 from __future__ import annotations
@@ -53,6 +60,30 @@ class Transaction:
     """"committed", "aborted" (EndTxn answered) or "unknown"."""
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """A SyncGroup answer: `member` (as `member_id`) owns `partitions` in `generation`."""
+
+    member: str
+    member_id: str
+    generation: int
+    partitions: tuple[int, ...]
+    received_ms: int
+
+
+@dataclass
+class GroupCommit:
+    member: str
+    member_id: str
+    generation: int
+    offsets: dict[int, int]
+    """partition -> committed offset."""
+    sent_ms: int
+    outcome: str = "pending"
+    """"ok", "failed" (an error code) or "unknown" (no answer)."""
+    answered_ms: int = -1
+
+
 @dataclass
 class StoredRecord:
     offset: int
@@ -70,6 +101,8 @@ class FinalLog:
     group_offsets: dict[str, int] = field(default_factory=dict)
     """group -> committed offset of partition 0 (-1: none)."""
     high_watermarks: dict[int, int] = field(default_factory=dict)
+    consumer_group_offsets: dict[int, int] = field(default_factory=dict)
+    """partition -> the consumer group's committed offset (-1: none); empty if no group ran."""
 
 
 @dataclass
@@ -82,11 +115,16 @@ class History:
     group_polls: dict[str, list[tuple[int, int, str]]] = field(default_factory=lambda: defaultdict(list))
     """group member -> what it was handed (a rebalance may rewind it: only the data is checked)."""
     read_committed: set[str] = field(default_factory=set)
-    """The pollers that read with isolation_level read_committed."""
+    """The pollers and group members that read with isolation_level read_committed."""
+    group_members: set[str] = field(default_factory=set)
     positions: dict[str, dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
     """poller -> partition -> where it got to."""
     stuck: dict[str, str] = field(default_factory=dict)
     """client -> what it was doing when it had to be given up on, after the faults stopped."""
+    assignments: list[Assignment] = field(default_factory=list)
+    group_commits: list[GroupCommit] = field(default_factory=list)
+    offset_fetches: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """(member, when it was sent, partition, committed offset it answered)."""
 
     def send(self, producer: str, partition: int, values: list[str], transaction: Transaction | None = None) -> Send:
         send = Send(producer, partition, values, transaction)
@@ -149,6 +187,7 @@ def check(history: History, final: FinalLog) -> list[tuple[str, str]]:
                  for name, what in history.stuck.items()]
     findings += _check_polls(history, final)
     findings += _check_group_offsets(history, final)
+    findings += _check_consumer_group(history, final)
     return findings
 
 
@@ -189,7 +228,8 @@ def _check_polls(history: History, final: FinalLog) -> list[tuple[str, str]]:
                 findings.append(("poll skip", f"{poller} got to {partition}@{position} without {len(skipped)} "
                                               f"records from {partition}@{skipped[0]}"))
     # Every reader must reach the end, including one that never got a record.
-    for reader in sorted(set(history.polls) | set(history.positions) | history.read_committed):
+    for reader in sorted((set(history.polls) | set(history.positions) | history.read_committed)
+                         - history.group_members):
         for partition, end in final.high_watermarks.items():
             position = history.positions.get(reader, {}).get(partition, 0)
             if position < end:
@@ -236,3 +276,54 @@ def _fate(transaction: Transaction, final: FinalLog) -> str:
             if record is not None:
                 return record.fate
     return transaction.outcome
+
+
+def _check_consumer_group(history: History, final: FinalLog) -> list[tuple[str, str]]:
+    findings = []
+    plans: dict[int, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for assignment in history.assignments:
+        plan = plans[assignment.generation]
+        earlier = plan.setdefault(assignment.member_id, assignment.partitions)
+        if earlier != assignment.partitions:
+            findings.append(("double assignment", f"generation {assignment.generation}: {assignment.member} was "
+                                                  f"assigned {list(earlier)}, then {list(assignment.partitions)}"))
+    for generation, plan in sorted(plans.items()):
+        owners: dict[int, list[str]] = defaultdict(list)
+        for member_id, partitions in plan.items():
+            for partition in partitions:
+                owners[partition].append(member_id)
+        findings += [("double assignment", f"generation {generation}: partition {partition} assigned to {ids}")
+                     for partition, ids in sorted(owners.items()) if len(ids) > 1]
+
+    acknowledged = [commit for commit in history.group_commits if commit.outcome == "ok"]
+    for commit in acknowledged:
+        # A generation once synced is stored durably: the coordinator never goes back below it.
+        formed = max((a.generation for a in history.assignments if a.received_ms <= commit.sent_ms), default=-1)
+        if commit.generation < formed:
+            findings.append(("wrong committed offset", f"{commit.member} committed {commit.offsets} with generation "
+                                                       f"{commit.generation} at {commit.sent_ms} ms, after generation "
+                                                       f"{formed} formed: the zombie was not fenced"))
+    # Each owner commits from where the last one's commits left it, so acknowledged commits of a
+    # partition only grow: a later read of a lower offset lost one.
+    for member, sent_ms, partition, offset in history.offset_fetches:
+        before = max((c.offsets.get(partition, 0) for c in acknowledged if 0 <= c.answered_ms <= sent_ms), default=0)
+        if max(offset, 0) < before:
+            findings.append(("wrong committed offset", f"{member} read {partition}@{offset} as committed at "
+                                                       f"{sent_ms} ms, after a commit of {partition}@{before} was "
+                                                       "acknowledged"))
+    visible = _visible(final, True)
+    handed = {(partition, offset) for reads in history.group_polls.values() for partition, offset, _value in reads}
+    for partition, committed in sorted(final.consumer_group_offsets.items()):
+        highest = max((c.offsets.get(partition, 0) for c in acknowledged), default=0)
+        if max(committed, 0) < highest:
+            findings.append(("wrong committed offset", f"the group ends committed at {partition}@{committed}, a commit "
+                                                       f"of {partition}@{highest} was acknowledged"))
+        missed = [offset for offset in visible.get(partition, []) if offset < committed
+                  and (partition, offset) not in handed]
+        if missed:
+            findings.append(("poll skip", f"the group committed {partition}@{committed}, no member was handed "
+                                          f"{len(missed)} records from {partition}@{missed[0]}"))
+        end = final.high_watermarks.get(partition, 0)
+        if max(committed, 0) < end:
+            findings.append(("stuck consumer", f"the group committed {partition}@{committed}, the log ends at {end}"))
+    return findings

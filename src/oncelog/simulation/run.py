@@ -44,6 +44,7 @@ from . import clients
 from .clients import TOPIC, TRANSACTION_TIMEOUT_MS, Workload
 from .command import DEFAULT_STEPS
 from .disk import SimDisk
+from .group_member import GROUP, group_member
 from .history import FinalLog, History, StoredRecord, check
 from .network import ClientDriver, Network, NetworkFaults
 from .world import Node, World
@@ -61,6 +62,7 @@ BROKER_PROPERTIES = {
     "transaction.state.log.segment.bytes": "4096",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
     "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
     "log.flush.offset.checkpoint.interval.ms": "700",
 }
 DISK_FAULTS = {"write": 0.002, "fsync": 0.004, "rename": 0.01, "truncate": 0.01, "sync_dir": 0.005,
@@ -82,6 +84,12 @@ class Options:
     """Mean time between broker crashes while faults are on."""
     vanish: float = 0.05
     """Chance a transactional producer dies in the middle of a transaction."""
+    group_members: int = 2
+    """Members of the consumer group (the first never vanishes; the others come back as new members)."""
+    member_vanish: float = 0.003
+    """Chance per fetch round that a group member goes away (half of them with LeaveGroup)."""
+    member_pause: float = 0.004
+    """Chance per fetch round that a group member stalls past its session timeout, then commits."""
 
 
 @dataclass
@@ -233,6 +241,22 @@ class Simulation:
             self._transactional(index, 0)
         self._client("rc", clients.poller(w, "rc", read_committed=True)).start()
         self._client("ru", clients.poller(w, "ru", read_committed=False)).start()
+        for index in range(self.options.group_members):
+            self._member(index, 0)
+
+    def _member(self, index: int, life: int) -> None:
+        """A consumer-group member; one that vanished is followed by a new one (a new member id)."""
+        name = f"g{index}" + (f"-{life}" if life else "")
+
+        def exited() -> None:
+            if not self.workload.group_stop:
+                self.stats["members vanished"] = self.stats.get("members vanished", 0) + 1
+                self.world.at(self.world.random.randint(100, 5_000), lambda: self._member(index, life + 1),
+                              "member returns")
+
+        vanish = 0.0 if index == 0 else self.options.member_vanish
+        program = group_member(self.workload, name, vanish, self.options.member_pause)
+        self._client(name, program, exited).start(self.world.random.randint(0, 50))
 
     def _transactional(self, index: int, life: int) -> None:
         """A transactional producer; if it vanishes, another with the same id starts later (or never)."""
@@ -280,6 +304,8 @@ class Simulation:
             "transactions aborted": sum(t.outcome == "aborted" for t in history.transactions),
             "transactions unknown": sum(t.outcome in ("unknown", "pending") for t in history.transactions),
             "records polled": sum(len(polls) for polls in history.polls.values()),
+            "group generations": len({a.generation for a in history.assignments}),
+            "group commits acknowledged": sum(c.outcome == "ok" for c in history.group_commits),
         })
         return Result(self.seed, self.options, unique, self.world.trace, list(self.fired), self.stats)
 
@@ -322,6 +348,26 @@ class Simulation:
         self.workload.producers_done = True
         pollers = [c for c in self.clients if c.name in ("rc", "ru")]
         self._run_until(lambda: all(c.finished for c in pollers), SETTLE_LIMIT_MS)
+        if self.options.group_members:
+            self._settle_group()
+
+    def _settle_group(self) -> None:
+        """Run until the group's acknowledged commits reach every partition's end, then its members leave."""
+        def consumed() -> bool:
+            node = self.node
+            if node is None:
+                return False
+            for partition in range(self.options.partitions):
+                log = node.broker.logs.get(TOPIC, partition)
+                if log is not None and self.workload.group_committed.get(partition, 0) < log.high_watermark:
+                    return False
+            return True
+
+        if not self._run_until(consumed, SETTLE_LIMIT_MS):
+            self.history.stuck[f"consumer group {GROUP}"] = f"did not consume everything within {SETTLE_LIMIT_MS} ms"
+        self.workload.group_stop = True
+        members = [c for c in self.clients if c.name.startswith("g") and not c.stopped]
+        self._run_until(lambda: all(c.finished for c in members), 30_000)
 
     # --- the final log --------------------------------------------------------------------------------
 
@@ -339,20 +385,24 @@ class Simulation:
             final.partitions[partition] = _stored_records(bytes(data.records or b""))
         for index in range(self.options.transactional_producers):
             group = f"eos-txn-{index}"
-            final.group_offsets[group] = self._committed_offset(node, group)
+            final.group_offsets[group] = self._committed_offsets(node, group, [0])[0]
+        if self.options.group_members:
+            final.consumer_group_offsets = self._committed_offsets(node, GROUP, list(range(self.options.partitions)))
         return final
 
-    def _committed_offset(self, node: Node, group: str) -> int:
-        request = build_request(9, 7, {"group_id": group, "topics": [{"name": TOPIC, "partition_indexes": [0]}],
+    def _committed_offsets(self, node: Node, group: str, partitions: list[int]) -> dict[int, int]:
+        request = build_request(9, 7, {"group_id": group, "topics": [{"name": TOPIC, "partition_indexes": partitions}],
                                        "require_stable": True})
         context = RequestContext(node.broker, 9, 7, 1, "checker", "sim:checker")
         response = HANDLERS[9].handle(context, request)
         assert not hasattr(response, "completion"), "OffsetFetch must answer from memory here"
-        answer = response.topics[0].partitions[0]
-        if ErrorCode(int(answer.error_code)) != ErrorCode.none:
-            self.world.finding(f"OffsetFetch of {group} answered {ErrorCode(int(answer.error_code))!r} after "
-                               "every transaction ended")
-        return int(answer.committed_offset)
+        offsets = {}
+        for answer in response.topics[0].partitions:
+            if ErrorCode(int(answer.error_code)) != ErrorCode.none:
+                self.world.finding(f"OffsetFetch of {group} answered {ErrorCode(int(answer.error_code))!r} after "
+                                   "every transaction ended")
+            offsets[int(answer.partition_index)] = int(answer.committed_offset)
+        return offsets
 
 
 def _stored_records(records: bytes) -> dict[int, StoredRecord]:
