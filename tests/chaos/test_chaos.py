@@ -95,13 +95,13 @@ def _final(values: dict[str, str]) -> FinalLog:
                                     for offset, (value, fate) in enumerate(values.items())}})
 
 
-def test_the_stage_check_sees_duplicates_aborted_copies_and_missing_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stage_check_sees_duplicates_aborted_copies_and_missing_ones() -> None:
     final = _final({"a": "plain", "b": "committed", "c": "aborted", "d": "plain"})
-    copies = {0: [(0, "out:a"), (1, "out:b"), (2, "out:b"), (3, "out:c")]}
-    monkeypatch.setattr("oncelog.chaos.run._read_all", lambda *args, **kwargs: (copies, {0: 4}))
-    findings = _stage_findings("unused:1", "out", 1, final)
+    output = _final({"out:a": "committed", "out:b": "committed", "out:b ": "committed", "out:c": "committed",
+                     "out:d": "aborted"})
+    output.partitions[0][2].value = "out:b"  # the same copy twice (the dict above needs distinct keys)
+    findings = _stage_findings(output, final)
     assert ("duplicate", "the stage copied b 2 times") in findings
     assert ("aborted read", "the stage copied c, which is aborted") in findings
     assert any(kind == "lost write" and "d" in evidence for kind, evidence in findings)
-    copies[0] = [(0, "out:a"), (1, "out:b"), (2, "out:d")]
-    assert _stage_findings("unused:1", "out", 1, final) == []
+    assert _stage_findings(_final({"out:a": "committed", "out:b": "committed", "out:d": "committed"}), final) == []

@@ -34,7 +34,8 @@ from oncelog.handlers import HANDLERS
 from oncelog.handlers.base import AwaitCompletion, AwaitData, RequestContext
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.codec import build_request
-from oncelog.protocol.records import build_batch, iter_batches, iter_records
+from oncelog.protocol.records import build_batch, iter_batches
+from oncelog.simulation.clients import visible_records
 
 TOPIC = "orders"
 PARTITIONS = 2
@@ -339,23 +340,12 @@ def read_partition(harness: DiskHarness, partition: int, read_committed: bool) -
     clients do it."""
     data = _fetch(harness, partition, log_start_offset(harness, partition), read_committed)
     assert ErrorCode(int(data.error_code)) == ErrorCode.none, data
-    records = data.records or b""
-    aborted = sorted((int(a.first_offset), int(a.producer_id)) for a in (data.aborted_transactions or ()))
-    seen: list[tuple[int, bytes]] = []
-    open_aborts: set[int] = set()
     next_offset = None
-    for position, header in iter_batches(records):
+    for _position, header in iter_batches(bytes(data.records or b"")):
         assert next_offset is None or header.base_offset == next_offset, "offsets reused or skipped"
         next_offset = header.next_offset
-        while aborted and aborted[0][0] <= header.base_offset:
-            open_aborts.add(aborted.pop(0)[1])
-        if header.is_control:
-            open_aborts.discard(header.producer_id)
-            continue
-        if read_committed and header.is_transactional and header.producer_id in open_aborts:
-            continue
-        seen += [(record.offset, record.value or b"") for record in iter_records(records, position)]
-    return seen
+    seen, _end = visible_records(data, read_committed)
+    return [(offset, value.encode()) for offset, value in seen]
 
 
 def check(harness: DiskHarness, workload: Workload) -> None:

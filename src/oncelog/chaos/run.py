@@ -4,10 +4,10 @@ Theory of operation: without `--bootstrap` the run starts its own brokers (`Mana
 always reach the brokers through the `ChaosProxy`. For `duration` seconds a seeded schedule injects the
 enabled faults: SIGKILL and restart of a managed broker, SIGSTOP/SIGCONT pauses, and the proxy's
 severed connections, added latency and blackholes. Then the faults stop, the brokers are healed, the
-producers finish, open transactions are given their timeout, and the final log is read twice from
-the start (read_uncommitted: everything stored; read_committed: what is committed, up to the last stable
-offset). A record stored but not committed below the last stable offset is aborted; beyond it, still
-undecided. Consumers and the stage are then let reach the end, and `history.check` plus the stage's
+producers finish, open transactions are given their timeout, and the final log is read raw from the
+start with oncelog's own codec (`raw_log`): each transactional record is committed, aborted or still
+open by the markers that follow it, not by what the broker under test answers read_committed readers.
+Consumers and the stage are then let reach the end, and `history.check` plus the stage's
 exactly-once check (each committed input copied once, nothing else copied) name the anomalies.
 """
 
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from oncelog.simulation.history import FinalLog, StoredRecord, check
+from oncelog.simulation.history import FinalLog, check
 
 from .cluster import ManagedBrokers
 from .proxy import ChaosProxy
+from .raw_log import raw_final_log
 from .workload import QUIET, TRANSACTION_TIMEOUT_MS, Names, Workload
 
 FAULTS = ("kill", "pause", "proxy")
@@ -64,59 +65,13 @@ class ChaosResult:
         return "chaos: " + ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
 
 
-def _read_all(bootstrap: str, topic: str, partitions: int, read_committed: bool,
-              limit_s: float = 60.0) -> tuple[dict[int, list[tuple[int, str]]], dict[int, int]]:
-    """Every record of `topic` from offset 0, and where each partition ended (HW, or LSO)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-checker", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed" if read_committed else "read_uncommitted", **QUIET})
-    records: dict[int, list[tuple[int, str]]] = {p: [] for p in range(partitions)}
-    ends: dict[int, int] = {}
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    deadline = time.monotonic() + limit_s
-    try:
-        while len(ends) < partitions and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            partition = int(message.partition() or 0)
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    ends[partition] = int(message.offset() or 0)
-                continue
-            records[partition].append((int(message.offset() or 0), (message.value() or b"").decode()))
-            ends.pop(partition, None)
-    finally:
-        consumer.close()
-    return records, ends
-
-
-def final_log(bootstrap: str, topic: str, partitions: int) -> tuple[FinalLog, dict[int, int]]:
-    """The input topic as stored and decided, and each partition's last stable offset."""
-    stored, high_watermarks = _read_all(bootstrap, topic, partitions, read_committed=False)
-    committed, stable = _read_all(bootstrap, topic, partitions, read_committed=True)
-    if len(high_watermarks) < partitions or len(stable) < partitions:
-        raise RuntimeError(f"the checker could not read every partition of {topic} to its end within 60 s "
-                           f"(reached {high_watermarks} read_uncommitted, {stable} read_committed)")
-    final = FinalLog(high_watermarks=high_watermarks)
-    for partition, records in stored.items():
-        visible = {offset for offset, _value in committed[partition]}
-        end = stable.get(partition, 0)
-        final.partitions[partition] = {
-            offset: StoredRecord(offset, value, -1, value.startswith("tx"),
-                                 ("committed" if value.startswith("tx") else "plain") if offset in visible
-                                 else "aborted" if offset < end else "open")
-            for offset, value in records}
-    return final, stable
-
-
-def _stage_findings(bootstrap: str, topic: str, partitions: int, final: FinalLog,
-                    reached: dict[int, int] | None = None) -> list[tuple[str, str]]:
-    """The stage's exactly-once check; `reached`: the stage's committed offsets per input partition if it
-    did not reach the end (inputs beyond them are not yet due, that is a stuck stage, not a lost write)."""
-    copies, _ends = _read_all(bootstrap, topic, partitions, read_committed=True)
-    copied = Counter(value.removeprefix("out:") for records in copies.values() for _offset, value in records)
+def _stage_findings(output: FinalLog, final: FinalLog, reached: dict[int, int] | None = None
+                    ) -> list[tuple[str, str]]:
+    """The stage's exactly-once check of its `output` topic against its input `final`; `reached`: the
+    stage's committed offsets per input partition if it did not reach the end (inputs beyond them are
+    not yet due, that is a stuck stage, not a lost write)."""
+    copied = Counter(record.value.removeprefix("out:") for records in output.partitions.values()
+                     for record in records.values() if record.fate in ("plain", "committed"))
     fates = {record.value: record.fate for records in final.partitions.values() for record in records.values()}
     findings = []
     for value, count in copied.items():
@@ -245,7 +200,7 @@ class Chaos:
         # Transactions left open (a producer that gave up) end by their timeout.
         deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + (5 if self.cluster else 60)
         while True:
-            final, stable = final_log(upstream, self.names.input, options.partitions)
+            final, stable = raw_final_log(upstream, self.names.input, options.partitions)
             if stable == final.high_watermarks or time.monotonic() > deadline:
                 break
             time.sleep(2)
@@ -266,8 +221,8 @@ class Chaos:
         if not done:
             history.stuck["consumer stage"] = (f"its committed offsets {reached} did not reach {due} within "
                                                f"{SETTLE_LIMIT_S:.0f} s")
-        findings = check(history, final) + _stage_findings(upstream, self.names.output, options.partitions, final,
-                                                           None if done else reached)
+        output, _stable = raw_final_log(upstream, self.names.output, options.partitions)
+        findings = check(history, final) + _stage_findings(output, final, None if done else reached)
         findings = list(dict.fromkeys(findings))
         if self.proxy is not None and self.proxy.counts["not rewritten"]:
             findings.append(("proxy bypass", f"{self.proxy.counts['not rewritten']} broker-address responses could "

@@ -34,6 +34,8 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from oncelog.protocol.records import CONTROL_COMMIT, iter_batches, iter_records, read_marker
+
 
 @dataclass
 class Send:
@@ -137,6 +139,27 @@ class History:
         transaction = Transaction(name, producer_id, producer_epoch)
         self.transactions.append(transaction)
         return transaction
+
+
+def stored_records(records: bytes) -> dict[int, StoredRecord]:
+    """offset -> record of whole record batches (control batches left out), each transactional record's
+    fate decided by the next COMMIT or ABORT marker of its producer."""
+    stored: dict[int, StoredRecord] = {}
+    undecided: dict[int, list[StoredRecord]] = {}
+    for position, header in iter_batches(records):
+        if header.is_control:
+            marker = read_marker(records, position)
+            fate = "committed" if marker is not None and marker[0] == CONTROL_COMMIT else "aborted"
+            for waiting in undecided.pop(header.producer_id, []):
+                waiting.fate = fate
+            continue
+        for record in iter_records(records, position):
+            item = StoredRecord(record.offset, (record.value or b"").decode(), header.producer_id,
+                                header.is_transactional, "open" if header.is_transactional else "plain")
+            stored[record.offset] = item
+            if header.is_transactional:
+                undecided.setdefault(header.producer_id, []).append(item)
+    return stored
 
 
 def check(history: History, final: FinalLog) -> list[tuple[str, str]]:

@@ -37,7 +37,6 @@ from oncelog.handlers import HANDLERS
 from oncelog.handlers.base import RequestContext
 from oncelog.log.manager import DataDirError
 from oncelog.protocol.codec import build_request
-from oncelog.protocol.records import CONTROL_COMMIT, iter_batches, iter_records, read_marker
 from oncelog.storage.api import Read
 
 from . import clients
@@ -45,7 +44,7 @@ from .clients import TOPIC, TRANSACTION_TIMEOUT_MS, Workload
 from .command import DEFAULT_STEPS
 from .disk import SimDisk
 from .group_member import GROUP, group_member
-from .history import FinalLog, History, StoredRecord, check
+from .history import FinalLog, History, check, stored_records
 from .network import ClientDriver, Network, NetworkFaults
 from .world import Node, World
 
@@ -382,7 +381,7 @@ class Simulation:
             final.high_watermarks[partition] = log.high_watermark
             data = node.broker.storage.fetch([Read(TOPIC, partition, 0, 1 << 30)], 1 << 30, False).value()[0]
             assert data.error == ErrorCode.none, f"final read of partition {partition}: {data.error!r}"
-            final.partitions[partition] = _stored_records(bytes(data.records or b""))
+            final.partitions[partition] = stored_records(bytes(data.records or b""))
         for index in range(self.options.transactional_producers):
             group = f"eos-txn-{index}"
             final.group_offsets[group] = self._committed_offsets(node, group, [0])[0]
@@ -403,26 +402,6 @@ class Simulation:
                                    "every transaction ended")
             offsets[int(answer.partition_index)] = int(answer.committed_offset)
         return offsets
-
-
-def _stored_records(records: bytes) -> dict[int, StoredRecord]:
-    """offset -> record, each transactional record's fate decided by the next marker of its producer."""
-    stored: dict[int, StoredRecord] = {}
-    undecided: dict[int, list[StoredRecord]] = {}
-    for position, header in iter_batches(records):
-        if header.is_control:
-            marker = read_marker(records, position)
-            fate = "committed" if marker is not None and marker[0] == CONTROL_COMMIT else "aborted"
-            for waiting in undecided.pop(header.producer_id, []):
-                waiting.fate = fate
-            continue
-        for record in iter_records(records, position):
-            item = StoredRecord(record.offset, (record.value or b"").decode(), header.producer_id,
-                                header.is_transactional, "open" if header.is_transactional else "plain")
-            stored[record.offset] = item
-            if header.is_transactional:
-                undecided.setdefault(header.producer_id, []).append(item)
-    return stored
 
 
 def simulate(seed: int, options: Options = Options()) -> Result:
