@@ -22,6 +22,7 @@ from oncelog.listeners import (
     parse_endpoints,
     parse_protocol_map,
 )
+from oncelog.security import settings as security_settings
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -67,6 +68,9 @@ class BrokerConfig:
     advertised_listeners: tuple[Endpoint, ...] = ()
     """Empty: advertise each listener as it is bound (listeners.py)."""
     listener_security_protocol_map: str = DEFAULT_PROTOCOL_MAP
+    security: tuple[tuple[str, str], ...] = ()
+    """The security properties as given (`ssl.*`, `listener.name.NAME.ssl.*`, ...), read through
+    `oncelog.security.settings`."""
     data_dir: Path = Path("oncelog-data")
     node_id: int = 1
     num_partitions: int = 1
@@ -111,6 +115,15 @@ class BrokerConfig:
     """Where partitions live: "local" (files in data_dir) or a postgresql:// URL shared by many brokers."""
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
+
+    @property
+    def security_properties(self) -> dict[str, str]:
+        return dict(self.security)
+
+    def listener_protocols(self) -> dict[str, str]:
+        """listener name -> its security protocol."""
+        protocols = parse_protocol_map(self.listener_security_protocol_map)
+        return {endpoint.name: protocols[endpoint.name] for endpoint in self.listeners}
 
     @property
     def shared_storage(self) -> bool:
@@ -243,7 +256,8 @@ def _validate(config: BrokerConfig) -> None:
     try:
         check_listeners(config.listeners, config.advertised_listeners,
                         parse_protocol_map(config.listener_security_protocol_map))
-    except ListenerError as error:
+        security_settings.check(config.security_properties, config.listener_protocols())
+    except (ListenerError, security_settings.SecurityConfigError) as error:
         raise ConfigError(str(error)) from error
 
 
@@ -279,8 +293,12 @@ def broker_config(properties: Mapping[str, str], **explicit: Any) -> BrokerConfi
             raise ConfigError(f"port {port} is outside 0..65535")
         values["listeners"] = (Endpoint("PLAINTEXT", "127.0.0.1" if host is None else host,
                                         9092 if port is None else port),)
+    security: list[tuple[str, str]] = []
     for key, raw in properties.items():
         if key in _IGNORED_PROPERTIES:
+            continue
+        if security_settings.is_security_property(key):
+            security.append((key, raw))
             continue
         if key not in _BROKER_PROPERTIES:
             raise ConfigError(f"unknown broker property {key!r}; see `oncelog serve --help` for the list")
@@ -294,6 +312,8 @@ def broker_config(properties: Mapping[str, str], **explicit: Any) -> BrokerConfi
         assert name in names, name
         if value is not None:
             values[name] = value
+    if security:
+        values["security"] = tuple(security)
     config = BrokerConfig(**values)
     _validate(config)
     return config

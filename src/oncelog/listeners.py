@@ -15,8 +15,8 @@ Rules, as Kafka's `KafkaConfig` checks them:
   empty host) and the broker logs which name it chose;
 - port 0 binds a free port, which is also what is advertised unless an advertised port is given.
 
-This version serves PLAINTEXT only; a listener with another security protocol is a configuration error
-that says so.
+This version serves PLAINTEXT and SSL (TLS settings: `oncelog.security`); a listener with another
+security protocol is a configuration error that says so.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 DEFAULT_PROTOCOL_MAP = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SUPPORTED_PROTOCOLS = ("PLAINTEXT",)
+SUPPORTED_PROTOCOLS = ("PLAINTEXT", "SSL")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 _ENDPOINT = re.compile(r"^([A-Za-z0-9_]+)://\[?([0-9a-zA-Z\-%._:]*)\]?:(-?[0-9]+)$")
@@ -92,7 +92,7 @@ def check_listeners(listeners: tuple[Endpoint, ...], advertised: tuple[Endpoint,
             raise ListenerError(f"listener {endpoint.name} has no security protocol in listener.security.protocol.map")
         if protocol not in SUPPORTED_PROTOCOLS:
             raise ListenerError(f"listener {endpoint.name} uses {protocol}, which this version of oncelog does not "
-                                "serve yet: use PLAINTEXT listeners")
+                                f"serve yet: use {' or '.join(SUPPORTED_PROTOCOLS)} listeners")
     ports = [endpoint.port for endpoint in listeners if endpoint.port != 0]
     if len(ports) != len(set(ports)):
         raise ListenerError("listeners: two listeners cannot bind the same port")

@@ -17,6 +17,7 @@ from typing import Any
 from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_names
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security import settings as security_settings
 
 from .base import RequestContext
 
@@ -65,8 +66,16 @@ def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -
 
 
 def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
-    entries = []
+    entries: list[dict[str, Any]] = []
+    for name, value in config.security:
+        # Kafka's PASSWORD-type configs (keys, passwords, JAAS) are described without their value.
+        sensitive = security_settings.is_sensitive(name)
+        entries.append({"name": name, "value": None if sensitive else value, "read_only": True,
+                        "config_source": SOURCE_STATIC_BROKER_CONFIG, "is_default": False,
+                        "is_sensitive": sensitive, "synonyms": [], "documentation": None})
     for f in fields(config):
+        if f.name == "security":
+            continue
         entries.append({
             "name": _broker_property_of(f.name),
             "value": str(getattr(config, f.name)),

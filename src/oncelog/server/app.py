@@ -22,6 +22,8 @@ from oncelog.config import BrokerConfig
 from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
+from oncelog.security.settings import SecurityConfigError, unauthenticated_exposure
+from oncelog.security.tls import ListenerTls, server_context
 
 from .connection import Connection
 from .flusher import Flusher
@@ -114,8 +116,15 @@ class BrokerServer:
         self.port = config.port
         """The first listener's bound port (the one `oncelog serve` prints)."""
         self.bound_ports: dict[str, int] = {}
+        self._tls: dict[str, ListenerTls] = {}
 
     async def start(self) -> None:
+        try:  # certificates first: a listener that cannot serve TLS stops the start before anything else
+            self._tls = {name: server_context(self.config.security_properties, name)
+                         for name, protocol in self.config.listener_protocols().items()
+                         if protocol in ("SSL", "SASL_SSL")}
+        except SecurityConfigError as error:
+            raise ListenError(str(error)) from error
         if self.config.shared_storage and self._given_broker is None:
             self._shared = await open_shared(self.config, wall_clock_ms)
             self.broker = Broker(self.config, shared=self._shared.backend)
@@ -149,6 +158,10 @@ class BrokerServer:
                                                                   bound_port)
             logger.info("listener %s bound to %s:%d, advertised as %s:%d", endpoint.name, endpoint.host or "*",
                         bound_port, *broker.advertised[endpoint.name])
+            exposure = unauthenticated_exposure(endpoint.host, self.config.listener_protocols()[endpoint.name],
+                                                self.config.security_properties, endpoint.name)
+            if exposure is not None:
+                logger.warning("%s", exposure)
         if self._shared is not None:
             try:
                 await self._shared.registry.open(dict(broker.advertised))
@@ -189,7 +202,8 @@ class BrokerServer:
             self.flusher.track(list(self.broker.logs.logs()))
 
     def _new_connection(self, listener: str) -> Connection:
-        connection = Connection(self.broker, self.waiters, self._connections.discard, listener)
+        connection = Connection(self.broker, self.waiters, self._connections.discard, listener,
+                                self._tls.get(listener))
         self._connections.add(connection)
         return connection
 

@@ -26,6 +26,11 @@ and nothing else, with one INFO line per peer per minute. A handler or continuat
 bug: the request is answered with UNKNOWN_SERVER_ERROR (Kafka's `getErrorResponse`) and one rate-limited
 ERROR line with the traceback, and the connection keeps serving.
 
+On a TLS listener the connection first upgrades itself (`loop.start_tls`, reading paused until then);
+a failed handshake is one INFO line naming the peer and the likely cause, and the connection closes. A
+verified client certificate names the connection's principal (`ssl.principal.mapping.rules`). On a
+plaintext listener, a TLS ClientHello as the first bytes gets the same one-line explanation.
+
 Shutdown (`stop_reading`) stops taking requests without feeding EOF to anything, lets the requests
 already taken finish and be written, and then closes the transport.
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,6 +63,8 @@ from oncelog.handlers.fetch import API_KEY as FETCH_KEY
 from oncelog.logs import RateLimited, safe
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import FrameDecoder, peek_header
+from oncelog.security.principal import ANONYMOUS_PRINCIPAL, KafkaPrincipal, NoMatchingRule
+from oncelog.security.tls import ListenerTls, peer_principal
 
 from .waiters import DataWaiters
 
@@ -64,6 +72,9 @@ logger = logging.getLogger(__name__)
 
 CONNECTION_UNSENT_BYTES_MAX = 4 * 1024 * 1024
 """Responses a connection may have waiting for its socket before it stops taking requests."""
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+TLS_RECORD_START = (b"\x16\x03", b"\x80")
+"""How a TLS ClientHello begins (a handshake record, or the SSLv2-compatible form)."""
 
 _protocol_errors = RateLimited(60.0)
 _handler_errors = RateLimited(60.0)
@@ -98,9 +109,17 @@ class _Entry:
 
 class Connection(asyncio.Protocol):
     def __init__(self, broker: Broker, waiters: DataWaiters,
-                 on_closed: Callable[[Connection], None], listener: str = "PLAINTEXT") -> None:
+                 on_closed: Callable[[Connection], None], listener: str = "PLAINTEXT",
+                 tls: ListenerTls | None = None) -> None:
         self._broker = broker
         self._listener = listener
+        self._tls = tls
+        self.principal: KafkaPrincipal = ANONYMOUS_PRINCIPAL
+        self._first_bytes = True
+        self._awaiting_tls = tls is not None
+        """Until `start_tls` returns: decrypted bytes that arrive before it are kept, not served (their
+        answers must go through the TLS transport, which we do not have yet)."""
+        self._handshake: asyncio.Future[None] | None = None
         self._waiters = waiters
         self._on_closed = on_closed
         config = broker.config
@@ -126,14 +145,57 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if self._tls is not None:
+            transport.pause_reading()  # until the handshake: no plaintext may reach the decoder
+            self._first_bytes = False
+            self._handshake = asyncio.ensure_future(self._start_tls(transport, self._tls))
+
+    async def _start_tls(self, raw: asyncio.Transport, tls: ListenerTls) -> None:
+        try:
+            transport = await asyncio.get_running_loop().start_tls(
+                raw, self, tls.context, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+        except (OSError, TimeoutError, ConnectionError) as error:
+            # Clients retry a failed handshake every few hundred ms: one line per host and listener a minute.
+            if _protocol_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+                hint = (" (it did not speak TLS: configure the client with security.protocol=SSL or SASL_SSL)"
+                        if isinstance(error, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(error)
+                        else " (no handshake in time)" if isinstance(error, TimeoutError) else "")
+                logger.info("peer=%s TLS handshake on listener %s failed: %s%s", self.peer, self._listener,
+                            safe(error), hint)
+            raw.abort()
+            return
+        if transport is None or self._closing:
+            return
+        self._transport = transport
+        try:
+            self.principal = peer_principal(tls, transport.get_extra_info("ssl_object"))
+        except NoMatchingRule as error:
+            logger.info("peer=%s on listener %s refused: %s", self.peer, self._listener, safe(error))
+            transport.abort()
+            return
+        self._awaiting_tls = False
+        self._serve(b"")
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._stopping:
             return
         self.last_active = time.monotonic()
+        if self._first_bytes:
+            self._first_bytes = False
+            if data.startswith(TLS_RECORD_START):
+                if _protocol_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+                    logger.info("peer=%s sent a TLS handshake to plaintext listener %s: configure the client with "
+                                "security.protocol=PLAINTEXT, or connect it to a TLS listener", self.peer,
+                                self._listener)
+                self._close_after_queued()
+                return
+        self._serve(data)
+
+    def _serve(self, data: bytes) -> None:
         try:
             self._decoder.append(data)
-            self._take_requests()
+            if not self._awaiting_tls:
+                self._take_requests()
         except ProtocolError as error:
             if _protocol_errors.allow(self.peer) is not None:
                 logger.info("peer=%s closing connection: %s", self.peer, safe(error))
@@ -146,6 +208,8 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return
         self._closing = True
         for entry in self._queue:
             if entry.task is not None:

@@ -1,0 +1,209 @@
+"""TLS listeners with real clients configured as their documentation says: transactions through SSL
+with each client, client certificates, and the wrong protocol on either side failing fast and clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+import uuid
+from typing import Any
+
+import kafka
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+from .conftest import Pki, TlsBroker
+
+QUIET = {"log_level": 0}
+FAIL_FAST_S = 15.0
+
+
+def _confluent_tls(pki: Pki) -> dict[str, Any]:
+    return {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca_file), **QUIET}
+
+
+def _read_committed(bootstrap: str, topic: str, count: int, config: dict[str, Any]) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4()}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed", **config})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value() or b"")
+    finally:
+        consumer.close()
+    return values
+
+
+@pytest.mark.timeout(60)
+def test_confluent_kafka_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
+    bootstrap = tls_broker.address("SSL")
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "tls-confluent", **_confluent_tls(pki)})
+    producer.init_transactions(15)
+    producer.begin_transaction()
+    producer.produce("tls-c", b"aborted", partition=0)
+    producer.abort_transaction(15)
+    producer.begin_transaction()
+    for index in range(3):
+        producer.produce("tls-c", f"v{index}".encode(), partition=0)
+    producer.commit_transaction(15)
+    assert _read_committed(bootstrap, "tls-c", 3, _confluent_tls(pki)) == [b"v0", b"v1", b"v2"]
+
+
+@pytest.mark.timeout(60)
+def test_kafka_python_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
+    bootstrap = tls_broker.address("SSL")
+    tls = {"security_protocol": "SSL", "ssl_cafile": str(pki.ca_file)}
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, transactional_id="tls-kafka-python", **tls)
+    producer.init_transactions()
+    producer.begin_transaction()
+    for index in range(3):
+        producer.send("tls-k", f"v{index}".encode(), partition=0)
+    producer.commit_transaction()
+    producer.close()
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                   auto_offset_reset="earliest", consumer_timeout_ms=10_000, **tls)
+    consumer.assign([kafka.TopicPartition("tls-k", 0)])
+    values = [message.value for _index, message in zip(range(3), consumer, strict=False)]
+    consumer.close()
+    assert values == [b"v0", b"v1", b"v2"]
+
+
+@pytest.mark.timeout(60)
+def test_aiokafka_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
+    bootstrap = tls_broker.address("SSL")
+
+    async def run() -> list[bytes]:
+        context = create_ssl_context(cafile=str(pki.ca_file))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="tls-aiokafka",
+                                    security_protocol="SSL", ssl_context=context)
+        await producer.start()
+        try:
+            async with producer.transaction():
+                for index in range(3):
+                    await producer.send("tls-a", f"v{index}".encode(), partition=0)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                    auto_offset_reset="earliest", security_protocol="SSL", ssl_context=context)
+        await consumer.start()
+        try:
+            consumer.assign([kafka.TopicPartition("tls-a", 0)])
+            batches = await consumer.getmany(timeout_ms=10_000, max_records=3)
+            return [message.value or b"" for messages in batches.values() for message in messages]
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(run()) == [b"v0", b"v1", b"v2"]
+
+
+@pytest.mark.timeout(60)
+def test_a_listener_that_requires_client_certificates(tls_broker: TlsBroker, pki: Pki) -> None:
+    bootstrap = tls_broker.address("MTLS")
+    with_certificate = {**_confluent_tls(pki), "ssl.certificate.location": str(pki.client_cert),
+                        "ssl.key.location": str(pki.client_key)}
+    producer = Producer({"bootstrap.servers": bootstrap, **with_certificate})
+    producer.produce("mtls", b"hello", partition=0)
+    assert producer.flush(15) == 0
+    assert _read_committed(bootstrap, "mtls", 1, with_certificate) == [b"hello"]
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": bootstrap, **_confluent_tls(pki)}).list_topics(timeout=FAIL_FAST_S)
+    assert time.monotonic() - started < FAIL_FAST_S + 1
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _failure(bootstrap: str, config: dict[str, Any]) -> str:
+    """What librdkafka tells the application and logs when it cannot talk to `bootstrap`; it must give
+    up within the timeout."""
+    errors: list[str] = []
+    lines = _Lines()
+    client_log = logging.getLogger(f"librdkafka-{uuid.uuid4()}")
+    client_log.addHandler(lines)
+    client_log.propagate = False
+    client_log.setLevel(logging.INFO)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "error_cb": lambda error: errors.append(str(error)),
+                         "reconnect.backoff.ms": 100, "logger": client_log, **config})
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    assert time.monotonic() - started < 6
+    admin.poll(0.5)
+    return " | ".join(errors + lines.lines)
+
+
+@pytest.mark.timeout(60)
+def test_a_plaintext_client_on_a_tls_port_fails_fast_and_is_logged_once(
+        tls_broker: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="oncelog.server.connection")
+    error = _failure(tls_broker.address("SSL"), {"security.protocol": "PLAINTEXT"})
+    # librdkafka 2.16 words it so (older versions add "connecting to a SSL listener?"; Kafka closes alike).
+    assert "closed by peer" in error and "APIVERSION_QUERY" in error, error
+    lines = [r.getMessage() for r in caplog.records if "TLS handshake on listener SSL failed" in r.getMessage()]
+    assert len(lines) == 1 and "security.protocol=SSL" in lines[0], lines  # not one per retry
+
+
+@pytest.mark.timeout(60)
+def test_a_tls_client_on_a_plaintext_port_fails_fast_and_is_logged(
+        tls_broker: TlsBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="oncelog.server.connection")
+    error = _failure(tls_broker.address("PLAINTEXT"), {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca_file)})
+    assert "SSL handshake failed" in error and "connecting to a PLAINTEXT broker listener?" in error, error
+    assert any("sent a TLS handshake to plaintext listener PLAINTEXT" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(30)
+def test_an_unverified_certificate_is_refused_by_the_client(tls_broker: TlsBroker, tmp_path: Any) -> None:
+    import trustme
+
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    error = _failure(tls_broker.address("SSL"), {"security.protocol": "SSL", "ssl.ca.location": str(other)})
+    assert "certificate verify failed" in error, error
+
+
+@pytest.mark.broker_properties({"ssl.enabled.protocols": "TLSv1.3"})
+def test_ssl_enabled_protocols_is_enforced(tls_broker: TlsBroker, pki: Pki) -> None:
+    host, port = tls_broker.address("SSL").split(":")
+
+    def handshake(maximum: ssl.TLSVersion) -> str | None:
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        context.maximum_version = maximum
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as wrapped:
+            return wrapped.version()
+
+    assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        handshake(ssl.TLSVersion.TLSv1_2)
+
+
+@pytest.mark.broker_properties({"ssl.key.password": "do-not-show"})
+@pytest.mark.timeout(30)
+def test_describe_configs_shows_tls_settings_but_never_secrets(tls_broker: TlsBroker, pki: Pki) -> None:
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": tls_broker.address("SSL"), **_confluent_tls(pki)})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(15)
+    assert configs["ssl.keystore.location"].value == str(pki.server_pem)
+    assert configs["listener.name.mtls.ssl.client.auth"].value == "required"
+    assert configs["ssl.key.password"].is_sensitive and configs["ssl.key.password"].value is None
+    assert "security" not in configs
