@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from oncelog.client import ClientError, KafkaClient
+from oncelog.client import ClientError, KafkaClient, connect
 from oncelog.config import ConfigError
 
 METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
@@ -103,7 +103,7 @@ def _delete(client: KafkaClient, names: list[str]) -> str:
 
 
 def run_topics(args: argparse.Namespace) -> int:
-    with KafkaClient(args.bootstrap) as client:
+    with connect(args) as client:
         if args.action == "list":
             output = _list(client)
         elif args.action == "describe":
@@ -139,6 +139,6 @@ def _describe_producers(client: KafkaClient, topic: str, partition: int | None) 
 
 
 def run_producers(args: argparse.Namespace) -> int:
-    with KafkaClient(args.bootstrap) as client:
+    with connect(args) as client:
         print(_describe_producers(client, args.topic, args.partition))
     return 0

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from oncelog.admin import _metadata, _offsets, table
-from oncelog.client import ClientError, KafkaClient
+from oncelog.client import ClientError, KafkaClient, connect
 from oncelog.coordinator.group.assignment import assigned_partitions
 
 OFFSET_COMMIT, OFFSET_FETCH, DESCRIBE_GROUPS, LIST_GROUPS = 8, 9, 15, 16
@@ -100,7 +100,7 @@ def _reset(client: KafkaClient, group_id: str, topic: str, target: str, offset: 
 
 
 def run_groups(args: argparse.Namespace) -> int:
-    with KafkaClient(args.bootstrap) as client:
+    with connect(args) as client:
         if args.action == "list":
             output = _list(client)
         elif args.action == "describe":

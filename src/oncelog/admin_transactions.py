@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oncelog.admin import _metadata, table
-from oncelog.client import ClientError, KafkaClient
+from oncelog.client import ClientError, KafkaClient, connect
 from oncelog.errors import ErrorCode
 from oncelog.protocol.framing import read_uvarint, skip_tagged_fields
 
@@ -155,7 +155,7 @@ def _abort(client: KafkaClient, topic: str, partition: int, start_offset: int) -
 
 
 def run_transactions(args: argparse.Namespace) -> int:
-    with KafkaClient(args.bootstrap) as client:
+    with connect(args) as client:
         if args.action == "list":
             output = _list(client, args.state or [])
         elif args.action == "describe":

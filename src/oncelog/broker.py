@@ -37,6 +37,7 @@ from oncelog.coordinator.transaction.coordinator import (
 from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
+from oncelog.security.credentials import CredentialStore
 from oncelog.storage.api import Storage
 from oncelog.storage.internal import (
     InternalTopics,
@@ -126,6 +127,8 @@ class Broker:
             self.producer_ids = shared.producer_ids
             self.cluster_id = shared.cluster_id
             self.transactions = shared.transactions
+        self.credentials: CredentialStore | None = None
+        """SCRAM credentials (local storage; not on shared storage yet)."""
         self.scheduler: Scheduler
         self.internal_topics: InternalTopics
         self.groups: GroupCoordinator
@@ -146,6 +149,8 @@ class Broker:
         storage = self.local
         storage.start(self.clock(), durability)
         self.cluster_id = _load_cluster_id(self.fs, config.data_dir, config.node_id)
+        self.credentials = CredentialStore(self.fs, config.data_dir)
+        self.credentials.load()
         self.producer_ids = ProducerIdAllocator(self.fs, config.data_dir)
         self.internal_topics = internal = InternalTopics(storage, config, self.clock)
         coordinator_storage = InternalTopicStorage(internal, storage, self.clock)

@@ -2,6 +2,7 @@
 
     oncelog serve [--host H] [--port P] [--data-dir D] [--config server.properties] [--override k=v ...]
     oncelog topics list|describe|create|delete [--bootstrap H:P] ...
+    oncelog users add|list|delete [--bootstrap H:P | --data-dir D] ...
 
 Errors are printed as one line saying what to do, with exit code 2 for usage and configuration errors
 and 1 for a broker that cannot be reached or refuses.
@@ -76,6 +77,9 @@ def _topics_parser(subparsers: Any) -> None:
 def _with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
                         help=f"broker address (default {DEFAULT_BOOTSTRAP})")
+    parser.add_argument("--command-config", type=Path, default=None, metavar="FILE",
+                        help="client properties for a secured listener, as Kafka's tools take them: "
+                        "security.protocol, ssl.ca.location, sasl.mechanism, sasl.username, sasl.password")
     return parser
 
 
@@ -153,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     _groups_parser(subparsers)
     _transactions_parser(subparsers)
     _producers_parser(subparsers)
+    from oncelog import admin_users
+
+    admin_users.add_parser(subparsers, _with_bootstrap)
     _demo_parser(subparsers)
     from oncelog.simulation import command as simulate_command
 
@@ -268,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             from oncelog import admin_groups
 
             return admin_groups.run_groups(args)
+        if args.command == "users":
+            from oncelog import admin_users
+
+            return admin_users.run_users(args)
         return admin.run_topics(args)
     except ClientError as error:
         print(f"oncelog: {error}", file=sys.stderr)

@@ -8,11 +8,24 @@ applications should use a real Kafka client.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from typing import Any
 
 from oncelog.protocol.codec import build_request, decode_response, encode_request, response_class
 from oncelog.protocol.framing import skip_tagged_fields
+from oncelog.security.scram import ScramClient, ScramError
+
+from .client_security import ClientConfigError, ClientSecurity
+
+PLAINTEXT = ClientSecurity()
+
+
+def _tls_context(security: ClientSecurity) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=security.ca_file)
+    if security.cert_file:
+        context.load_cert_chain(security.cert_file, security.key_file)
+    return context
 
 
 def is_flexible_response(api_key: int, api_version: int) -> bool:
@@ -31,7 +44,8 @@ def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
 
 
 class KafkaClient:
-    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "oncelog-cli") -> None:
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "oncelog-cli",
+                 security: ClientSecurity = PLAINTEXT) -> None:
         host, port = parse_bootstrap(bootstrap)
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
@@ -44,6 +58,40 @@ class KafkaClient:
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._correlation_id = 0
         self._client_id = client_id
+        try:
+            if security.tls:
+                self._socket = _tls_context(security).wrap_socket(self._socket, server_hostname=host)
+            if security.sasl:
+                self._authenticate(security)
+        except (ssl.SSLError, ssl.CertificateError) as error:
+            self._socket.close()
+            raise ClientError(f"TLS with {bootstrap} failed: {error}. Check ssl.ca.location, and that the port "
+                              "is a TLS listener") from error
+        except BaseException:
+            self._socket.close()
+            raise
+
+    def _authenticate(self, security: ClientSecurity) -> None:
+        handshake = self.request(17, 1, {"mechanism": security.mechanism})
+        if int(handshake.error_code) != 0:
+            raise ClientError(f"the broker does not accept SASL mechanism {security.mechanism} here (it offers "
+                              f"{', '.join(handshake.mechanisms) or 'none'})")
+        if security.mechanism == "PLAIN":
+            self._sasl_token(f"\0{security.username}\0{security.password}".encode())
+            return
+        scram = ScramClient(security.mechanism, security.username, security.password)
+        server_first = self._sasl_token(scram.first())
+        server_final = self._sasl_token(scram.final(server_first))
+        try:
+            scram.verify(server_final)
+        except ScramError as error:
+            raise ClientError(f"the broker failed to prove it knows the credentials: {error}") from error
+
+    def _sasl_token(self, token: bytes) -> bytes:
+        answer = self.request(36, 2, {"auth_bytes": token})
+        if int(answer.error_code) != 0:
+            raise ClientError(f"authentication failed: {answer.error_message or 'no reason given'}")
+        return bytes(answer.auth_bytes)
 
     def close(self) -> None:
         self._socket.close()
@@ -107,3 +155,17 @@ class KafkaClient:
         if received_id != correlation_id:
             raise ClientError(f"correlation id {received_id} does not match {correlation_id}")
         return response
+
+
+def connect(args: Any) -> KafkaClient:
+    """A client for a CLI command: `args.bootstrap`, secured by `args.command_config` if given."""
+    security = PLAINTEXT
+    command_config = getattr(args, "command_config", None)
+    if command_config is not None:
+        from oncelog.config import ConfigError, load_properties
+
+        try:
+            security = ClientSecurity.from_properties(load_properties(command_config))
+        except ClientConfigError as error:
+            raise ConfigError(f"{command_config}: {error}") from error
+    return KafkaClient(args.bootstrap, security=security)

@@ -15,8 +15,8 @@ Rules, as Kafka's `KafkaConfig` checks them:
   empty host) and the broker logs which name it chose;
 - port 0 binds a free port, which is also what is advertised unless an advertised port is given.
 
-This version serves PLAINTEXT and SSL (TLS settings: `oncelog.security`); a listener with another
-security protocol is a configuration error that says so.
+Every security protocol is served: PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL (their settings:
+`oncelog.security`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 DEFAULT_PROTOCOL_MAP = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SUPPORTED_PROTOCOLS = ("PLAINTEXT", "SSL")
+SUPPORTED_PROTOCOLS = SECURITY_PROTOCOLS
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 _ENDPOINT = re.compile(r"^([A-Za-z0-9_]+)://\[?([0-9a-zA-Z\-%._:]*)\]?:(-?[0-9]+)$")

@@ -71,3 +71,36 @@ def tls_broker(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         yield TlsBroker(broker)
     finally:
         broker.stop()
+
+
+PLAIN_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+              'user_admin="admin-secret" user_carol="carol-secret";')
+
+
+@pytest.fixture
+def sasl_broker(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TlsBroker]:
+    """PLAINTEXT, SASL_PLAINTEXT and SASL_SSL listeners, PLAIN (admin, carol) and SCRAM mechanisms; the
+    SCRAM user alice/alice-secret (SCRAM-SHA-512) exists. Extra properties from `broker_properties`."""
+    from oncelog.fs import OS_FILE_SYSTEM
+    from oncelog.security.credentials import CredentialStore
+    from oncelog.security.scram import make_credential
+
+    data = tmp_path / "data"
+    data.mkdir()
+    CredentialStore(OS_FILE_SYSTEM, data).apply([("alice", make_credential("SCRAM-SHA-512", "alice-secret"))], [])
+    marker = request.node.get_closest_marker("broker_properties")
+    properties = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": PLAIN_JAAS,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": PLAIN_JAAS,
+        "ssl.keystore.location": str(pki.server_pem),
+        "group.initial.rebalance.delay.ms": "0",
+        **(marker.args[0] if marker else {}),
+    }
+    broker = EmbeddedBroker(broker_config(properties, data_dir=data))
+    broker.start()
+    try:
+        yield TlsBroker(broker)
+    finally:
+        broker.stop()

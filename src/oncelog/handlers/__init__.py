@@ -13,6 +13,7 @@ from typing import Any
 from . import (
     add_offsets_to_txn,
     add_partitions_to_txn,
+    alter_user_scram_credentials,
     api_versions,
     create_topics,
     delete_groups,
@@ -22,6 +23,7 @@ from . import (
     describe_groups,
     describe_producers,
     describe_transactions,
+    describe_user_scram_credentials,
     end_txn,
     fetch,
     find_coordinator,
@@ -38,6 +40,8 @@ from . import (
     offset_fetch,
     offset_for_leader_epoch,
     produce,
+    sasl_authenticate,
+    sasl_handshake,
     sync_group,
     txn_offset_commit,
     write_txn_markers,
@@ -74,6 +78,10 @@ _MODULES: tuple[ModuleType, ...] = (
     txn_offset_commit,
     describe_transactions,
     list_transactions,
+    sasl_handshake,
+    sasl_authenticate,
+    describe_user_scram_credentials,
+    alter_user_scram_credentials,
 )
 
 

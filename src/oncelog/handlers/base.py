@@ -31,6 +31,8 @@ class RequestContext:
     peer: str
     listener: str = "PLAINTEXT"
     """The name of the listener the request came through (Metadata answers with its advertised address)."""
+    session: Any = None
+    """The connection's `SaslSession` on a SASL listener, else None."""
 
 
 class _NoResponse:

@@ -36,6 +36,11 @@ class FrameDecoder:
         self._position = 0
         self._frame_bytes_max = frame_bytes_max
 
+    def limit(self, frame_bytes_max: int) -> None:
+        """Change the largest frame accepted (a SASL listener allows small ones until authenticated)."""
+        self._frame_bytes_max = frame_bytes_max
+        self._check_size()
+
     def append(self, data: bytes) -> None:
         if self._position and self._position >= len(self._buffer) // 2:
             del self._buffer[: self._position]

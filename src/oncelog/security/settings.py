@@ -12,7 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
+from .jaas import PLAIN_MODULE, SCRAM_MODULE, JaasError, parse_jaas
 from .principal import PrincipalMapper
+from .sasl import PLAIN, SUPPORTED_MECHANISMS, ListenerSasl
 
 SSL_DEFAULTS: dict[str, str] = {
     "ssl.keystore.type": "PEM",
@@ -35,7 +37,22 @@ SSL_DEFAULTS: dict[str, str] = {
 """Kafka's broker SSL settings and their defaults (`ssl.endpoint.identification.algorithm` is for
 connections a broker makes, which oncelog does not: accepted and unused)."""
 
-SETTINGS: dict[str, str] = {**SSL_DEFAULTS}
+SASL_DEFAULTS: dict[str, str] = {
+    "sasl.enabled.mechanisms": "",
+    "sasl.jaas.config": "",
+    "plain.sasl.jaas.config": "",
+    "scram-sha-256.sasl.jaas.config": "",
+    "scram-sha-512.sasl.jaas.config": "",
+    "connections.max.reauth.ms": "0",
+    "connection.failed.authentication.delay.ms": "100",
+    "sasl.server.max.receive.size": "524288",
+    "sasl.mechanism.inter.broker.protocol": "GSSAPI",
+}
+"""Kafka's broker SASL settings. Kafka's default mechanism list is GSSAPI (Kerberos), which oncelog does
+not serve, so a SASL listener must name its mechanisms. JAAS settings are read per listener and
+mechanism (`listener.name.sasl_ssl.plain.sasl.jaas.config`), else the plain `sasl.jaas.config`."""
+
+SETTINGS: dict[str, str] = {**SSL_DEFAULTS, **SASL_DEFAULTS}
 LISTENER_PREFIX = "listener.name."
 CLIENT_AUTH = ("none", "requested", "required")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -82,6 +99,64 @@ def check(properties: Mapping[str, str], listeners: Mapping[str, str]) -> None:
     for listener, protocol in listeners.items():
         if protocol in ("SSL", "SASL_SSL"):
             _check_tls(properties, listener)
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            listener_sasl(properties, listener)
+    for name in ("connections.max.reauth.ms", "connection.failed.authentication.delay.ms",
+                 "sasl.server.max.receive.size"):
+        _non_negative(properties, name)
+
+
+def _non_negative(properties: Mapping[str, str], name: str, listener: str = "") -> int:
+    raw = setting(properties, listener, name) if listener else properties.get(name, SETTINGS[name])
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SecurityConfigError(f"{name} must be a whole number ≥ 0, not {raw!r}")
+    return value
+
+
+def listener_sasl(properties: Mapping[str, str], listener: str) -> ListenerSasl:
+    """What a SASL listener accepts: its mechanisms, PLAIN's users, re-authentication and brakes."""
+    mechanisms = tuple(m.strip().upper() for m in setting(properties, listener, "sasl.enabled.mechanisms").split(",")
+                       if m.strip())
+    if not mechanisms:
+        raise SecurityConfigError(f"listener {listener} uses SASL but sasl.enabled.mechanisms is not set: name "
+                                  f"{', '.join(SUPPORTED_MECHANISMS)} (Kafka's default GSSAPI is not supported)")
+    unsupported = [m for m in mechanisms if m not in SUPPORTED_MECHANISMS]
+    if unsupported:
+        raise SecurityConfigError(f"listener {listener}: sasl.enabled.mechanisms names {', '.join(unsupported)}; "
+                                  f"oncelog serves {', '.join(SUPPORTED_MECHANISMS)}")
+    plain_users: dict[str, str] = {}
+    for mechanism in mechanisms:
+        name = f"{mechanism.lower()}.sasl.jaas.config"
+        text = setting(properties, listener, name) or setting(properties, listener, "sasl.jaas.config")
+        if not text:
+            if mechanism == PLAIN:
+                raise SecurityConfigError(
+                    f"listener {listener} enables PLAIN but has no users: set listener.name.{listener.lower()}."
+                    f"{name}={PLAIN_MODULE} required user_alice=\"alice-secret\";")
+            continue
+        try:
+            jaas = parse_jaas(text, name)
+        except JaasError as error:
+            raise SecurityConfigError(f"listener {listener}: {error}") from error
+        expected = PLAIN_MODULE if mechanism == PLAIN else SCRAM_MODULE
+        if jaas.module != expected:
+            raise SecurityConfigError(f"listener {listener}: {name} names {jaas.module}; {mechanism} needs "
+                                      f"{expected}")
+        if mechanism == PLAIN:
+            plain_users = jaas.users()
+            if not plain_users:
+                raise SecurityConfigError(f"listener {listener}: {name} defines no user_<name>=\"<password>\" "
+                                          "entries, so nobody could log in with PLAIN")
+    def number(name: str) -> int:
+        return _non_negative(properties, name, listener)
+
+    return ListenerSasl(mechanisms, plain_users, reauth_ms=number("connections.max.reauth.ms"),
+                        failed_delay_ms=number("connection.failed.authentication.delay.ms"),
+                        max_receive_size=number("sasl.server.max.receive.size"))
 
 
 def _check_tls(properties: Mapping[str, str], listener: str) -> None:
@@ -143,7 +218,7 @@ def unauthenticated_exposure(host: str, protocol: str, properties: Mapping[str, 
     if _is_loopback(host):
         return None
     certificates = setting(properties, listener, "ssl.client.auth").lower() == "required"
-    if protocol == "PLAINTEXT" or (protocol == "SSL" and not certificates):
+    if protocol == "PLAINTEXT" or (protocol == "SSL" and not certificates):  # SASL_* always authenticate
         return (f"listener {listener} binds {host or '*'} without authentication: anyone who can reach it can read, "
                 "write and delete every topic. Require TLS client certificates (ssl.client.auth=required) or bind "
                 "127.0.0.1")

@@ -22,7 +22,8 @@ from oncelog.config import BrokerConfig
 from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
-from oncelog.security.settings import SecurityConfigError, unauthenticated_exposure
+from oncelog.security.sasl import ListenerSasl
+from oncelog.security.settings import SecurityConfigError, listener_sasl, unauthenticated_exposure
 from oncelog.security.tls import ListenerTls, server_context
 
 from .connection import Connection
@@ -117,12 +118,16 @@ class BrokerServer:
         """The first listener's bound port (the one `oncelog serve` prints)."""
         self.bound_ports: dict[str, int] = {}
         self._tls: dict[str, ListenerTls] = {}
+        self._sasl: dict[str, ListenerSasl] = {}
 
     async def start(self) -> None:
         try:  # certificates first: a listener that cannot serve TLS stops the start before anything else
             self._tls = {name: server_context(self.config.security_properties, name)
                          for name, protocol in self.config.listener_protocols().items()
                          if protocol in ("SSL", "SASL_SSL")}
+            self._sasl = {name: listener_sasl(self.config.security_properties, name)
+                          for name, protocol in self.config.listener_protocols().items()
+                          if protocol in ("SASL_PLAINTEXT", "SASL_SSL")}
         except SecurityConfigError as error:
             raise ListenError(str(error)) from error
         if self.config.shared_storage and self._given_broker is None:
@@ -203,7 +208,7 @@ class BrokerServer:
 
     def _new_connection(self, listener: str) -> Connection:
         connection = Connection(self.broker, self.waiters, self._connections.discard, listener,
-                                self._tls.get(listener))
+                                self._tls.get(listener), self._sasl.get(listener))
         self._connections.add(connection)
         return connection
 

@@ -64,6 +64,10 @@ from oncelog.logs import RateLimited, safe
 from oncelog.protocol.codec import decode_request, encode_response
 from oncelog.protocol.framing import FrameDecoder, peek_header
 from oncelog.security.principal import ANONYMOUS_PRINCIPAL, KafkaPrincipal, NoMatchingRule
+from oncelog.security.sasl import AUTHENTICATE_KEY as SASL_AUTHENTICATE_KEY
+from oncelog.security.sasl import HANDSHAKE_KEY as SASL_HANDSHAKE_KEY
+from oncelog.security.sasl import ListenerSasl, SaslSession
+from oncelog.security.sasl import State as SaslState
 from oncelog.security.tls import ListenerTls, peer_principal
 
 from .waiters import DataWaiters
@@ -77,6 +81,7 @@ TLS_RECORD_START = (b"\x16\x03", b"\x80")
 """How a TLS ClientHello begins (a handshake record, or the SSLv2-compatible form)."""
 
 _protocol_errors = RateLimited(60.0)
+_auth_errors = RateLimited(60.0)
 _handler_errors = RateLimited(60.0)
 
 
@@ -95,6 +100,11 @@ async def _wait_completion(completion: Completion[Any]) -> Any:
     return await future
 
 
+async def _after(delay_s: float, response: bytes | None) -> bytes | None:
+    await asyncio.sleep(delay_s)
+    return response
+
+
 class _Entry:
     """One request taken: its response bytes once known (None: no response), or the task making them."""
 
@@ -110,7 +120,7 @@ class _Entry:
 class Connection(asyncio.Protocol):
     def __init__(self, broker: Broker, waiters: DataWaiters,
                  on_closed: Callable[[Connection], None], listener: str = "PLAINTEXT",
-                 tls: ListenerTls | None = None) -> None:
+                 tls: ListenerTls | None = None, sasl: ListenerSasl | None = None) -> None:
         self._broker = broker
         self._listener = listener
         self._tls = tls
@@ -124,6 +134,12 @@ class Connection(asyncio.Protocol):
         self._on_closed = on_closed
         config = broker.config
         self._decoder = FrameDecoder(config.socket_request_max_bytes)
+        self._session: SaslSession | None = None
+        if sasl is not None:  # Kafka's sasl.server.max.receive.size: small frames until authenticated
+            credentials = broker.credentials
+            self._session = SaslSession(sasl, credentials.get if credentials is not None else lambda _u, _m: None,
+                                        broker.clock)
+            self._decoder.limit(min(config.socket_request_max_bytes, sasl.max_receive_size))
         self._in_flight_max = config.connection_requests_in_flight_max
         self._transport: asyncio.Transport | None = None
         self._queue: deque[_Entry] = deque()
@@ -255,6 +271,9 @@ class Connection(asyncio.Protocol):
             if entry.response is not None:
                 self._queued_bytes += len(entry.response)
             self._write_ready()
+            if self._session is not None and self._session.state is SaslState.FAILED:
+                self._close_after_queued()  # after the (delayed) answer, as Kafka closes a failed authentication
+                return
         self._update_reading()
 
     def _update_reading(self) -> None:
@@ -271,6 +290,8 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, frame: bytes) -> _Entry:
         """Handle one request synchronously; raises ProtocolError or _Close to drop the connection."""
+        if self._session is not None and self._session.raw_tokens:
+            return self._raw_token(self._session, frame)
         api_key, api_version, correlation_id = peek_header(frame)
         api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
         if api is None:
@@ -279,12 +300,15 @@ class Connection(asyncio.Protocol):
             if api_key == API_VERSIONS_KEY and api_version > api.version_max:
                 return _Entry(unsupported_version_response(correlation_id), None, False)
             raise ProtocolError(f"unsupported {api.name} version {api_version}")
+        session = self._session
+        if session is not None:
+            self._check_session(session, api, api_key)
         header, request = decode_request(frame, api_key, api_version)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("peer=%s %s v%d correlation_id=%d client_id=%s", self.peer, api.name, api_version,
                          correlation_id, safe(header.client_id or ""))
         context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer,
-                                 self._listener)
+                                 self._listener, session)
         mutes = api_key == FETCH_KEY
         group_ids = GROUP_IDS.get(api_key)
         if group_ids is not None:
@@ -294,6 +318,8 @@ class Connection(asyncio.Protocol):
                 return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
         try:
             outcome = api.handle(context, request)
+            if session is not None and api_key in (SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY):
+                return self._after_sasl(session, context, outcome)
             if isinstance(outcome, AwaitData | AwaitCompletion):
                 task = asyncio.ensure_future(self._wait(api, context, request, outcome))
                 task.add_done_callback(lambda _task: self._write_ready())
@@ -303,6 +329,44 @@ class Connection(asyncio.Protocol):
             raise
         except Exception:
             return _Entry(self._failed(api, context, request), None, False)
+
+    def _check_session(self, session: SaslSession, api: ApiHandler, api_key: int) -> None:
+        """Before authentication only the SASL APIs (and ApiVersions) are served; an expired session
+        only re-authenticates (KIP-368). Anything else closes the connection, as Kafka does."""
+        if not session.allows(api_key):
+            why = (f"{api.name} before authenticating" if session.principal is None
+                   else f"{api.name} during re-authentication")
+        elif session.expired() and api_key not in (SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY):
+            why = f"{api.name} after its session expired (connections.max.reauth.ms) without re-authenticating"
+        else:
+            return
+        if _auth_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+            logger.info("peer=%s on listener %s sent %s; closing", self.peer, self._listener, why)
+        raise _Close()
+
+    def _raw_token(self, session: SaslSession, token: bytes) -> _Entry:
+        """After SaslHandshake v0 the tokens travel as bare frames, with no Kafka header either way."""
+        answer = session.authenticate(token, 0)
+        response = None if session.state is SaslState.FAILED else len(answer.auth_bytes).to_bytes(4, "big") + \
+            answer.auth_bytes
+        return self._sasl_outcome(session, response)
+
+    def _after_sasl(self, session: SaslSession, context: RequestContext, outcome: Any) -> _Entry:
+        return self._sasl_outcome(session, self._settle(context, outcome))
+
+    def _sasl_outcome(self, session: SaslSession, response: bytes | None) -> _Entry:
+        if session.state is SaslState.FAILED:
+            if _auth_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+                logger.info("peer=%s authentication failed on listener %s: %s", self.peer, self._listener,
+                            safe(session.failure))
+            delay_s = session.listener.failed_delay_ms / 1000  # KIP-306: a brake on guessing passwords
+            task = asyncio.ensure_future(_after(delay_s, response))
+            task.add_done_callback(lambda _task: self._write_ready())
+            return _Entry(None, task, False)
+        if session.state is SaslState.AUTHENTICATED and session.principal is not None:
+            self.principal = session.principal
+            self._decoder.limit(self._broker.config.socket_request_max_bytes)
+        return _Entry(response, None, False)
 
     def _settle(self, context: RequestContext, outcome: Any) -> bytes | None:
         if outcome is NO_RESPONSE:
