@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 DEFAULT_PROTOCOL_MAP = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SUPPORTED_PROTOCOLS = SECURITY_PROTOCOLS
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 _ENDPOINT = re.compile(r"^([A-Za-z0-9_]+)://\[?([0-9a-zA-Z\-%._:]*)\]?:(-?[0-9]+)$")
@@ -90,9 +89,6 @@ def check_listeners(listeners: tuple[Endpoint, ...], advertised: tuple[Endpoint,
         protocol = protocol_map.get(endpoint.name)
         if protocol is None:
             raise ListenerError(f"listener {endpoint.name} has no security protocol in listener.security.protocol.map")
-        if protocol not in SUPPORTED_PROTOCOLS:
-            raise ListenerError(f"listener {endpoint.name} uses {protocol}, which this version of oncelog does not "
-                                f"serve yet: use {' or '.join(SUPPORTED_PROTOCOLS)} listeners")
     ports = [endpoint.port for endpoint in listeners if endpoint.port != 0]
     if len(ports) != len(set(ports)):
         raise ListenerError("listeners: two listeners cannot bind the same port")

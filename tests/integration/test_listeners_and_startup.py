@@ -115,7 +115,7 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"advertised.listeners": "PLAINTEXT://0.0.0.0:9092"}, "nonroutable meta-address 0.0.0.0"),
-    ({"listeners": "SSL://127.0.0.1:0"}, "uses SSL, which this version of oncelog does not serve yet"),
+    ({"listeners": "SSL://127.0.0.1:0"}, "uses TLS but has no certificate: set ssl.keystore.location"),
     ({"listeners": "PLAINTEXT://127.0.0.1:0,PLAINTEXT://127.0.0.1:0"}, "listener names must be unique"),
     ({"listeners": "INTERNAL://127.0.0.1:0"}, "INTERNAL has no security protocol"),
     ({"advertised.listeners": "OTHER://host:1"}, "OTHER, which is not in listeners"),
