@@ -37,7 +37,10 @@ from oncelog.coordinator.transaction.coordinator import (
 from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
+from oncelog.security.acl import Authorizer
+from oncelog.security.acl_store import AclStore
 from oncelog.security.credentials import CredentialStore
+from oncelog.security.settings import authorizer_config
 from oncelog.storage.api import Storage
 from oncelog.storage.internal import (
     InternalTopics,
@@ -129,6 +132,10 @@ class Broker:
             self.transactions = shared.transactions
         self.credentials: CredentialStore | None = None
         """SCRAM credentials (local storage; not on shared storage yet)."""
+        self.authorizer = Authorizer(authorizer_config(config.security_properties))
+        """ACL checks; allows everything unless `authorizer.class.name` is set."""
+        self.acls: AclStore | None = None
+        """The durable ACLs behind `authorizer` (local storage)."""
         self.scheduler: Scheduler
         self.internal_topics: InternalTopics
         self.groups: GroupCoordinator
@@ -151,6 +158,9 @@ class Broker:
         self.cluster_id = _load_cluster_id(self.fs, config.data_dir, config.node_id)
         self.credentials = CredentialStore(self.fs, config.data_dir)
         self.credentials.load()
+        self.acls = AclStore(self.fs, config.data_dir)
+        self.acls.load()
+        self.authorizer.replace(self.acls.all())
         self.producer_ids = ProducerIdAllocator(self.fs, config.data_dir)
         self.internal_topics = internal = InternalTopics(storage, config, self.clock)
         coordinator_storage = InternalTopicStorage(internal, storage, self.clock)

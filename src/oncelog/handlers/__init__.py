@@ -15,9 +15,12 @@ from . import (
     add_partitions_to_txn,
     alter_user_scram_credentials,
     api_versions,
+    create_acls,
     create_topics,
+    delete_acls,
     delete_groups,
     delete_topics,
+    describe_acls,
     describe_cluster,
     describe_configs,
     describe_groups,
@@ -54,6 +57,7 @@ _MODULES: tuple[ModuleType, ...] = (
     list_offsets,
     metadata,
     api_versions,
+    create_acls,
     create_topics,
     delete_topics,
     offset_for_leader_epoch,
@@ -82,6 +86,9 @@ _MODULES: tuple[ModuleType, ...] = (
     sasl_authenticate,
     describe_user_scram_credentials,
     alter_user_scram_credentials,
+    describe_acls,
+    create_acls,
+    delete_acls,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import AwaitCompletion, RequestContext
 
@@ -28,19 +29,25 @@ def fenced_code(api_version: int) -> ErrorCode:
 
 def handle(context: RequestContext, request: Any) -> Any:
     partitions = [(topic.name, int(p)) for topic in request.v3_and_below_topics for p in topic.partitions]
+    denied = {topic.name for topic in request.v3_and_below_topics
+              if not context.allowed(Operation.WRITE, ResourceType.TOPIC, topic.name)}
+    if denied:  # Kafka adds nothing then: the others are OPERATION_NOT_ATTEMPTED
+        errors = {(topic, partition): ErrorCode.topic_authorization_failed if topic in denied
+                  else ErrorCode.operation_not_attempted for topic, partition in partitions}
+        return _respond(context, errors)
     completion = context.broker.transactions.add_partitions(
         request.v3_and_below_transactional_id, int(request.v3_and_below_producer_id),
         int(request.v3_and_below_producer_epoch), partitions, fenced_code(context.api_version))
 
-    def respond(errors: dict[tuple[str, int], ErrorCode]) -> Any:
-        by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for (topic, partition), code in errors.items():
-            by_topic[topic].append({"partition_index": partition, "partition_error_code": code})
-        results = [{"name": topic, "results_by_partition": results} for topic, results in by_topic.items()]
-        return build_response(API_KEY, context.api_version,
-                              {"throttle_time": 0, "results_by_topic_v3_and_below": results})
+    return AwaitCompletion(completion, lambda errors: _respond(context, errors))
 
-    return AwaitCompletion(completion, respond)
+
+def _respond(context: RequestContext, errors: dict[tuple[str, int], ErrorCode]) -> Any:
+    by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (topic, partition), code in errors.items():
+        by_topic[topic].append({"partition_index": partition, "partition_error_code": code})
+    results = [{"name": topic, "results_by_partition": results} for topic, results in by_topic.items()]
+    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results_by_topic_v3_and_below": results})
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:

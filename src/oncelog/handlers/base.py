@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Final
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import CLUSTER_NAME, Operation, ResourceType
+from oncelog.security.principal import ANONYMOUS_PRINCIPAL, KafkaPrincipal
 
 if TYPE_CHECKING:
     from oncelog.broker import Broker
@@ -33,6 +35,16 @@ class RequestContext:
     """The name of the listener the request came through (Metadata answers with its advertised address)."""
     session: Any = None
     """The connection's `SaslSession` on a SASL listener, else None."""
+    principal: KafkaPrincipal = ANONYMOUS_PRINCIPAL
+    """Who sent the request: `User:ANONYMOUS` on PLAINTEXT, the certificate's or the SASL user's name."""
+
+    @property
+    def client_host(self) -> str:
+        return self.peer.rpartition(":")[0] or self.peer
+
+    def allowed(self, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
+        """May this request's principal do `operation` on the resource (always, without an authorizer)?"""
+        return self.broker.authorizer.authorize(self.principal, self.client_host, operation, resource_type, name)
 
 
 class _NoResponse:

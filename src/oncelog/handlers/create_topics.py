@@ -18,6 +18,7 @@ from oncelog.config import TOPIC_CONFIGS
 from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import Created, create_topic
 
 from .base import AwaitCompletion, RequestContext
@@ -84,10 +85,14 @@ def _result(context: RequestContext, result: dict[str, Any], outcome: Created | 
 def handle(context: RequestContext, request: Any) -> Any:
     counts = Counter(topic.name for topic in request.topics)
     results: list[Completion[dict[str, Any]]] = []
+    cluster_create = context.allowed(Operation.CREATE, ResourceType.CLUSTER)
     for topic in request.topics:
         if counts[topic.name] > 1:
             results.append(resolved({"name": topic.name, "error_code": ErrorCode.invalid_request,
                                      "error_message": "topic named more than once in the request", "configs": None}))
+        elif not (cluster_create or context.allowed(Operation.CREATE, ResourceType.TOPIC, topic.name)):
+            results.append(resolved({"name": topic.name, "error_code": ErrorCode.topic_authorization_failed,
+                                     "error_message": "Authorization failed.", "configs": None}))
         else:
             results.append(_create_one(context, topic, bool(request.validate_only)))
 

@@ -12,6 +12,7 @@ from typing import Any
 from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import delete_topic
 
 from .base import AwaitCompletion, RequestContext
@@ -21,6 +22,8 @@ VERSIONS = (1, 4)
 
 
 def _delete_one(context: RequestContext, name: str) -> Completion[dict[str, Any]]:
+    if not context.allowed(Operation.DELETE, ResourceType.TOPIC, name):
+        return resolved({"name": name, "error_code": ErrorCode.topic_authorization_failed})
     try:
         deleting = delete_topic(context.broker, name)
     except KafkaError as error:

@@ -18,6 +18,7 @@ from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_names
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 from oncelog.security import settings as security_settings
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext
 
@@ -97,7 +98,13 @@ def handle(context: RequestContext, request: Any) -> Any:
                                   "resource_type": resource.resource_type,
                                   "resource_name": resource.resource_name, "configs": []}
         resource_type = int(resource.resource_type)
-        if resource_type == RESOURCE_TOPIC:
+        if resource_type == RESOURCE_TOPIC and not context.allowed(Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC,
+                                                                   resource.resource_name):
+            result.update(error_code=ErrorCode.topic_authorization_failed, error_message="Authorization failed.")
+        elif resource_type == RESOURCE_BROKER and not context.allowed(Operation.DESCRIBE_CONFIGS,
+                                                                      ResourceType.CLUSTER):
+            result.update(error_code=ErrorCode.cluster_authorization_failed, error_message="Authorization failed.")
+        elif resource_type == RESOURCE_TOPIC:
             if context.broker.storage.topic(resource.resource_name) is None:
                 result.update(error_code=ErrorCode.unknown_topic_or_partition,
                               error_message=f"topic '{resource.resource_name}' does not exist")

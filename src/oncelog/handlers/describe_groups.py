@@ -7,6 +7,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext
 
@@ -16,7 +17,9 @@ VERSIONS = (0, 5)
 
 def handle(context: RequestContext, request: Any) -> Any:
     groups = [{**context.broker.groups.describe(group_id), "authorized_operations": -2147483648}
-              for group_id in request.groups]
+              if context.allowed(Operation.DESCRIBE, ResourceType.GROUP, group_id)
+              else error_response(request, ErrorCode.group_authorization_failed)["groups"][index]
+              for index, group_id in enumerate(request.groups)]
     return build_response(API_KEY, context.api_version, {"throttle_time": 0, "groups": groups})
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import Producers
 
 from .base import AwaitCompletion, RequestContext
@@ -21,6 +22,8 @@ VERSIONS = (0, 0)
 
 def handle(context: RequestContext, request: Any) -> Any:
     keys = [(topic.name, index) for topic in request.topics for index in topic.partition_indexes]
+    denied = {topic.name for topic in request.topics
+              if not context.allowed(Operation.READ, ResourceType.TOPIC, topic.name)}
 
     def respond(described: list[Producers]) -> Any:
         found = iter(described)
@@ -29,9 +32,10 @@ def handle(context: RequestContext, request: Any) -> Any:
             partitions = []
             for index in topic.partition_indexes:
                 producers = next(found)
+                refused = topic.name in denied
                 partitions.append({
                     "partition_index": index,
-                    "error_code": producers.error,
+                    "error_code": ErrorCode.topic_authorization_failed if refused else producers.error,
                     "error_message": None,
                     "active_producers": [
                         {
@@ -42,7 +46,7 @@ def handle(context: RequestContext, request: Any) -> Any:
                             "coordinator_epoch": producer.coordinator_epoch,
                             "current_txn_start_offset": producer.current_txn_start_offset,
                         }
-                        for producer in producers.active
+                        for producer in ([] if refused else producers.active)
                     ],
                 })
             topics.append({"name": topic.name, "partitions": partitions})

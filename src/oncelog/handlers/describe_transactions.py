@@ -9,6 +9,7 @@ from typing import Any
 from oncelog.coordinator.runtime import gather, resolved_or
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext, answer
 
@@ -29,9 +30,13 @@ def handle(context: RequestContext, request: Any) -> Any:
     described = gather([resolved_or(transactions.describe(transactional_id))
                         for transactional_id in request.transactional_ids])
 
+    refused = error_response(request, ErrorCode.transactional_id_authorization_failed)["transaction_states"]
+
     def respond(results: list[dict[str, Any]]) -> Any:
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": [
-            _entry(result) for result in results]})
+            _entry(result) if context.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id)
+            else refused[index]
+            for index, (transactional_id, result) in enumerate(zip(request.transactional_ids, results, strict=True))]})
 
     return answer(described, respond)
 

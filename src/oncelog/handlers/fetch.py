@@ -23,6 +23,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response, duration_ms
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import LEADER_EPOCH, PartitionData, PartitionKey, Read
 
 from .base import AwaitCompletion, AwaitData, RequestContext
@@ -70,7 +71,11 @@ def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> An
     reads: list[Read] = []
     entries: list[dict[str, Any] | None] = []
     for topic in request.topics:
+        readable = context.allowed(Operation.READ, ResourceType.TOPIC, topic.topic)
         for partition in topic.partitions:
+            if not readable:
+                entries.append(_error(partition.partition, ErrorCode.topic_authorization_failed))
+                continue
             if int(getattr(partition, "current_leader_epoch", -1)) > LEADER_EPOCH:
                 entries.append(_error(partition.partition, ErrorCode.unknown_leader_epoch))
                 continue

@@ -16,6 +16,7 @@ from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
 from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext
 
@@ -31,6 +32,11 @@ def coordinator_for(context: RequestContext, key: str, key_type: int) -> dict[st
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if not key:
         return {**missing, "error_code": ErrorCode.invalid_request, "error_message": "empty coordinator key"}
+    if key_type == KEY_TYPE_GROUP and not context.allowed(Operation.DESCRIBE, ResourceType.GROUP, key):
+        return {**missing, "error_code": ErrorCode.group_authorization_failed, "error_message": None}
+    if key_type == KEY_TYPE_TRANSACTION and not context.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID,
+                                                                key):
+        return {**missing, "error_code": ErrorCode.transactional_id_authorization_failed, "error_message": None}
     if key_type == KEY_TYPE_GROUP:  # the broker that wins the group's __consumer_offsets partition
         node_id = broker.cluster.coordinator(group_partition_key(broker.groups.partition_of(key)))
     else:  # any broker serves any transactional id; the hash only spreads them

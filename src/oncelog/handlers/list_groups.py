@@ -6,6 +6,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext
 
@@ -15,5 +16,7 @@ VERSIONS = (0, 4)
 
 def handle(context: RequestContext, request: Any) -> Any:
     groups = context.broker.groups.list_groups(getattr(request, "states_filter", ()))
+    if not context.allowed(Operation.DESCRIBE, ResourceType.CLUSTER):  # then only the groups it may describe
+        groups = [g for g in groups if context.allowed(Operation.DESCRIBE, ResourceType.GROUP, g["group_id"])]
     return build_response(API_KEY, context.api_version,
                           {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups})

@@ -16,6 +16,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import LEADER_EPOCH, FoundOffset, OffsetQuery
 
 from .base import AwaitCompletion, RequestContext
@@ -30,6 +31,8 @@ def handle(context: RequestContext, request: Any) -> Any:
     read_committed = int(getattr(request, "isolation_level", 0)) == READ_COMMITTED
     queries = [OffsetQuery(topic.name, partition.partition_index, int(partition.timestamp))
                for topic in request.topics for partition in topic.partitions]
+    denied = {topic.name for topic in request.topics
+              if not context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic.name)}
 
     def respond(found: list[FoundOffset]) -> Any:
         results = iter(found)
@@ -38,6 +41,10 @@ def handle(context: RequestContext, request: Any) -> Any:
             partitions = []
             for partition in topic.partitions:
                 result = next(results)
+                if topic.name in denied:
+                    partitions.append({"partition_index": partition.partition_index,
+                                       "error_code": ErrorCode.topic_authorization_failed})
+                    continue
                 if result.error != ErrorCode.none:
                     partitions.append({"partition_index": partition.partition_index, "error_code": result.error})
                     continue

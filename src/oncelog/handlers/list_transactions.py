@@ -7,6 +7,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext, answer
 
@@ -21,6 +22,8 @@ def handle(context: RequestContext, request: Any) -> Any:
 
     def respond(found: tuple[list[str], list[dict[str, Any]]]) -> Any:
         unknown, listed = found
+        listed = [entry for entry in listed  # only the transactional ids the principal may describe
+                  if context.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, entry["transactional_id"])]
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "error_code": ErrorCode.none,
                                                              "unknown_state_filters": unknown,
                                                              "transaction_states": listed})

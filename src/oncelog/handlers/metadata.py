@@ -17,6 +17,9 @@ Behaviour:
   as in Kafka, asking by id there is INVALID_REQUEST.
 - A partition taken offline by a disk error has no leader: LEADER_NOT_AVAILABLE, leader -1, this broker
   in `offline_replicas`.
+- With an authorizer (KafkaApis.handleTopicMetadataRequest): listing every topic lists only those the
+  principal may DESCRIBE; a named topic it may not describe is TOPIC_AUTHORIZATION_FAILED (so are topic
+  ids); auto-creation also needs CREATE on the cluster or the topic.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import topic_name_problem
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import LEADER_EPOCH, TopicInfo
 from oncelog.topic_admin import auto_create_topic
 
@@ -76,6 +80,8 @@ def _by_topic_id(context: RequestContext, name: str | None, topic_id: uuid.UUID 
     topic = context.broker.storage.topic_by_id(topic_id)
     if topic is None:
         return _error_entry(None, ErrorCode.unknown_topic_id, topic_id)
+    if not context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic.name):
+        return _error_entry(None, ErrorCode.topic_authorization_failed, topic_id)
     return topic_entry(context, topic)
 
 
@@ -83,7 +89,8 @@ def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
     entries: list[Completion[dict[str, Any]]] = []
     if request.topics is None:
-        entries = [resolved(topic_entry(context, topic)) for topic in broker.storage.topics()]
+        entries = [resolved(topic_entry(context, topic)) for topic in broker.storage.topics()
+                   if context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic.name)]
     else:
         allow_auto_create = context.api_version < 4 or bool(request.allow_auto_topic_creation)
         for requested in request.topics:
@@ -99,11 +106,17 @@ def _requested_entry(context: RequestContext, requested: Any, allow_auto_create:
     topic_id = getattr(requested, "topic_id", None)
     if name is None or topic_id is not None:
         return resolved(_by_topic_id(context, name, topic_id))
+    if not context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, name):
+        return resolved(_error_entry(name, ErrorCode.topic_authorization_failed))
     topic = context.broker.storage.topic(name)
     if topic is not None:
         return resolved(topic_entry(context, topic))
     if topic_name_problem(name) is not None:
         return resolved(_error_entry(name, ErrorCode.invalid_topic_exception))
+    if allow_auto_create and context.broker.config.auto_create_topics_enable and not (
+            context.allowed(Operation.CREATE, ResourceType.CLUSTER)
+            or context.allowed(Operation.CREATE, ResourceType.TOPIC, name)):
+        return resolved(_error_entry(name, ErrorCode.topic_authorization_failed))
     creating = auto_create_topic(context.broker, name) if allow_auto_create else None
     if creating is None:
         return resolved(_error_entry(name, ErrorCode.unknown_topic_or_partition))

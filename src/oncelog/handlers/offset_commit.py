@@ -16,6 +16,7 @@ from typing import Any
 from oncelog.coordinator.group.coordinator import OffsetCommit
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import AwaitCompletion, RequestContext
 
@@ -24,16 +25,21 @@ VERSIONS = (2, 8)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
+    # The group's READ is checked before (handlers/authorization.py); each topic needs READ too.
+    denied = {topic.name for topic in request.topics
+              if not context.allowed(Operation.READ, ResourceType.TOPIC, topic.name)}
     commits = [
         OffsetCommit(topic.name, p.partition_index, int(p.committed_offset),
                      int(getattr(p, "committed_leader_epoch", -1)), p.committed_metadata)
-        for topic in request.topics for p in topic.partitions
+        for topic in request.topics for p in topic.partitions if topic.name not in denied
     ]
     completion = context.broker.groups.commit_offsets(
         request.group_id, request.member_id, getattr(request, "group_instance_id", None),
         int(request.generation_id_or_member_epoch), commits)
 
     def respond(errors: dict[tuple[str, int], Any]) -> Any:
+        errors = {**errors, **{(topic.name, p.partition_index): ErrorCode.topic_authorization_failed
+                               for topic in request.topics if topic.name in denied for p in topic.partitions}}
         topics = [{"name": topic.name, "partitions": [
             {"partition_index": p.partition_index, "error_code": errors[(topic.name, p.partition_index)]}
             for p in topic.partitions]} for topic in request.topics]

@@ -14,6 +14,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import RequestContext
 
@@ -29,7 +30,18 @@ def handle(context: RequestContext, request: Any) -> Any:
     offsets = groups.fetch_offsets(request.group_id, requested)
     require_stable = bool(getattr(request, "require_stable", False))
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # The group's DESCRIBE is checked before (handlers/authorization.py); topics need DESCRIBE too: a
+    # named one is refused, and listing all leaves the others out (KafkaApis.handleOffsetFetchRequest).
+    describable: dict[str, bool] = {}
     for (topic, partition), value in offsets.items():
+        if topic not in describable:
+            describable[topic] = context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic)
+        if not describable[topic]:
+            if requested is not None:
+                by_topic[topic].append({"partition_index": partition, "committed_offset": -1,
+                                        "committed_leader_epoch": -1, "metadata": "",
+                                        "error_code": ErrorCode.topic_authorization_failed})
+            continue
         if require_stable and groups.has_pending_offsets(request.group_id, topic, partition):
             by_topic[topic].append({"partition_index": partition, "committed_offset": -1,
                                     "committed_leader_epoch": -1, "metadata": "",

@@ -12,6 +12,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import LEADER_EPOCH, PartitionOffsets
 
 from .base import AwaitCompletion, RequestContext
@@ -22,6 +23,8 @@ VERSIONS = (2, 4)
 
 def handle(context: RequestContext, request: Any) -> Any:
     keys = [(topic.topic, partition.partition) for topic in request.topics for partition in topic.partitions]
+    denied = {topic.topic for topic in request.topics
+              if not context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic.topic)}
 
     def respond(offsets: list[PartitionOffsets]) -> Any:
         found = iter(offsets)
@@ -31,7 +34,9 @@ def handle(context: RequestContext, request: Any) -> Any:
             for partition in topic.partitions:
                 state = next(found)
                 entry: dict[str, Any] = {"partition": partition.partition, "error_code": ErrorCode.none}
-                if state.error != ErrorCode.none:
+                if topic.topic in denied:
+                    entry["error_code"] = ErrorCode.topic_authorization_failed
+                elif state.error != ErrorCode.none:
                     entry["error_code"] = state.error
                 elif int(partition.current_leader_epoch) > LEADER_EPOCH:
                     entry["error_code"] = ErrorCode.unknown_leader_epoch

@@ -30,6 +30,7 @@ from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
+from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import PRODUCE_VERIFICATION_ERRORS, Append, Appended, AppendResult, PartitionKey
 
 from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, RequestContext
@@ -103,6 +104,13 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
 
 def handle(context: RequestContext, request: Any) -> Any:
     acks = int(request.acks)
+    transactional_id = request.transactional_id
+    if transactional_id is not None and not context.allowed(Operation.WRITE, ResourceType.TRANSACTIONAL_ID,
+                                                            transactional_id):
+        if acks == 0:
+            return CLOSE_CONNECTION
+        return build_response(API_KEY, context.api_version,
+                              error_response(request, ErrorCode.transactional_id_authorization_failed))
     broker = context.broker
     now_ms = broker.now_ms()
     appends: list[Append] = []
@@ -110,7 +118,11 @@ def handle(context: RequestContext, request: Any) -> Any:
     topics: list[dict[str, Any]] = []
     for topic_data in request.topic_data:
         partitions = []
+        writable = context.allowed(Operation.WRITE, ResourceType.TOPIC, topic_data.name)
         for partition_data in topic_data.partition_data:
+            if not writable:
+                partitions.append(_partition_result(partition_data.index, ErrorCode.topic_authorization_failed))
+                continue
             if acks not in _VALID_ACKS:
                 partitions.append(_partition_result(partition_data.index, ErrorCode.invalid_required_acks))
                 continue

@@ -16,6 +16,7 @@ from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, OffsetCommit
 from oncelog.coordinator.runtime import Completion, resolved_or
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
 
 from .base import AwaitCompletion, RequestContext
 
@@ -30,10 +31,13 @@ _VERIFICATION_ERRORS = {
 
 def handle(context: RequestContext, request: Any) -> Any:
     broker = context.broker
+    # The transactional id's WRITE and the group's READ are checked before (handlers/authorization.py).
+    denied = {topic.name for topic in request.topics
+              if not context.allowed(Operation.READ, ResourceType.TOPIC, topic.name)}
     commits = [
         OffsetCommit(topic.name, int(p.partition_index), int(p.committed_offset),
                      int(getattr(p, "committed_leader_epoch", -1)), p.committed_metadata)
-        for topic in request.topics for p in topic.partitions
+        for topic in request.topics for p in topic.partitions if topic.name not in denied
     ]
     partition = (OFFSETS_TOPIC, broker.groups.partition_of(request.group_id))
     verified = resolved_or(broker.transactions.verify_partition(
@@ -53,6 +57,8 @@ def handle(context: RequestContext, request: Any) -> Any:
     verified.on_done(commit)
 
     def respond(errors: dict[tuple[str, int], ErrorCode]) -> Any:
+        errors = {**errors, **{(topic.name, int(p.partition_index)): ErrorCode.topic_authorization_failed
+                               for topic in request.topics if topic.name in denied for p in topic.partitions}}
         topics = [{"name": topic.name, "partitions": [
             {"partition_index": p.partition_index, "error_code": errors[(topic.name, int(p.partition_index))]}
             for p in topic.partitions]} for topic in request.topics]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
+from .acl import AuthorizerConfig
 from .jaas import PLAIN_MODULE, SCRAM_MODULE, JaasError, parse_jaas
-from .principal import PrincipalMapper
+from .principal import KafkaPrincipal, PrincipalMapper
 from .sasl import PLAIN, SUPPORTED_MECHANISMS, ListenerSasl
 
 SSL_DEFAULTS: dict[str, str] = {
@@ -52,7 +53,16 @@ SASL_DEFAULTS: dict[str, str] = {
 not serve, so a SASL listener must name its mechanisms. JAAS settings are read per listener and
 mechanism (`listener.name.sasl_ssl.plain.sasl.jaas.config`), else the plain `sasl.jaas.config`."""
 
-SETTINGS: dict[str, str] = {**SSL_DEFAULTS, **SASL_DEFAULTS}
+AUTHORIZER_DEFAULTS: dict[str, str] = {
+    "authorizer.class.name": "",
+    "super.users": "",
+    "allow.everyone.if.no.acl.found": "false",
+}
+AUTHORIZER_CLASSES = ("org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                      "kafka.security.authorizer.AclAuthorizer")
+"""Kafka's authorizer class names: either turns on oncelog's authorizer, which follows the same rules."""
+
+SETTINGS: dict[str, str] = {**SSL_DEFAULTS, **SASL_DEFAULTS, **AUTHORIZER_DEFAULTS}
 LISTENER_PREFIX = "listener.name."
 CLIENT_AUTH = ("none", "requested", "required")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -104,7 +114,25 @@ def check(properties: Mapping[str, str], listeners: Mapping[str, str]) -> None:
     for name in ("connections.max.reauth.ms", "connection.failed.authentication.delay.ms",
                  "sasl.server.max.receive.size"):
         _non_negative(properties, name)
+    authorizer_config(properties)
 
+
+def authorizer_config(properties: Mapping[str, str]) -> AuthorizerConfig:
+    class_name = properties.get("authorizer.class.name", "").strip()
+    if class_name and class_name not in AUTHORIZER_CLASSES:
+        raise SecurityConfigError(f"authorizer.class.name={class_name} is not available; use "
+                                  f"{AUTHORIZER_CLASSES[0]} (Kafka's ACL authorizer) or leave it empty")
+    super_users = set()
+    for text in properties.get("super.users", "").split(";"):
+        if text.strip():
+            try:
+                super_users.add(str(KafkaPrincipal.parse(text.strip())))
+            except ValueError as error:
+                raise SecurityConfigError(f"super.users: {error} (separate principals with ';')") from error
+    allow = properties.get("allow.everyone.if.no.acl.found", "false").strip().lower()
+    if allow not in ("true", "false"):
+        raise SecurityConfigError("allow.everyone.if.no.acl.found must be true or false")
+    return AuthorizerConfig(bool(class_name), frozenset(super_users), allow == "true")
 
 def _non_negative(properties: Mapping[str, str], name: str, listener: str = "") -> int:
     raw = setting(properties, listener, name) if listener else properties.get(name, SETTINGS[name])

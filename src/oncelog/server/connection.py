@@ -51,6 +51,7 @@ from oncelog.errors import ErrorCode, ProtocolError
 from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
+from oncelog.handlers.authorization import REQUEST_CHECKS
 from oncelog.handlers.base import (
     CLOSE_CONNECTION,
     NO_RESPONSE,
@@ -308,8 +309,13 @@ class Connection(asyncio.Protocol):
             logger.debug("peer=%s %s v%d correlation_id=%d client_id=%s", self.peer, api.name, api_version,
                          correlation_id, safe(header.client_id or ""))
         context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer,
-                                 self._listener, session)
+                                 self._listener, session, self.principal)
         mutes = api_key == FETCH_KEY
+        check = REQUEST_CHECKS.get(api_key) if self._broker.authorizer.config.enabled else None
+        refused = check(context, request) if check is not None else None
+        if refused is not None:  # the ACLs refuse the request as a whole (handlers/authorization.py)
+            response = api.error_response(api_version, request, refused)
+            return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
         group_ids = GROUP_IDS.get(api_key)
         if group_ids is not None:
             problem = self._broker.group_gate(group_ids(request))
