@@ -3,6 +3,7 @@
     oncelog serve [--host H] [--port P] [--data-dir D] [--config server.properties] [--override k=v ...]
     oncelog topics list|describe|create|delete [--bootstrap H:P] ...
     oncelog users add|list|delete [--bootstrap H:P | --data-dir D] ...
+    oncelog acls add|list|remove [--bootstrap H:P] ...
 
 Errors are printed as one line saying what to do, with exit code 2 for usage and configuration errors
 and 1 for a broker that cannot be reached or refuses.
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     from oncelog import admin_users
 
     admin_users.add_parser(subparsers, _with_bootstrap)
+    from oncelog import admin_acls
+
+    admin_acls.add_parser(subparsers, _with_bootstrap)
     _demo_parser(subparsers)
     from oncelog.simulation import command as simulate_command
 
@@ -279,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             from oncelog import admin_users
 
             return admin_users.run_users(args)
+        if args.command == "acls":
+            from oncelog import admin_acls
+
+            return admin_acls.run_acls(args)
         return admin.run_topics(args)
     except ClientError as error:
         print(f"oncelog: {error}", file=sys.stderr)

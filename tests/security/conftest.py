@@ -104,3 +104,31 @@ def sasl_broker(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
         yield TlsBroker(broker)
     finally:
         broker.stop()
+
+
+ACL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            'user_admin="admin-secret" user_alice="alice-secret" user_bob="bob-secret";')
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    """A SASL_PLAINTEXT listener (PLAIN: admin, alice, bob) with the authorizer on; admin is a super user."""
+    yield from _acl_broker(tmp_path / "data")
+
+
+def _acl_broker(data: Path) -> Iterator[TlsBroker]:
+    properties = {
+        "listeners": "SASL_PLAINTEXT://127.0.0.1:0",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.jaas.config": ACL_JAAS,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:admin",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+    }
+    broker = EmbeddedBroker(broker_config(properties, data_dir=data))
+    broker.start()
+    try:
+        yield TlsBroker(broker)
+    finally:
+        broker.stop()
