@@ -65,12 +65,7 @@ def tls_broker(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         "group.initial.rebalance.delay.ms": "0",
         **(marker.args[0] if marker else {}),
     }
-    broker = EmbeddedBroker(broker_config(properties, data_dir=tmp_path / "data"))
-    broker.start()
-    try:
-        yield TlsBroker(broker)
-    finally:
-        broker.stop()
+    yield from _running(properties, tmp_path / "data")
 
 
 PLAIN_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -98,12 +93,7 @@ def sasl_broker(pki: Pki, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
         "group.initial.rebalance.delay.ms": "0",
         **(marker.args[0] if marker else {}),
     }
-    broker = EmbeddedBroker(broker_config(properties, data_dir=data))
-    broker.start()
-    try:
-        yield TlsBroker(broker)
-    finally:
-        broker.stop()
+    yield from _running(properties, data)
 
 
 ACL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -126,6 +116,10 @@ def _acl_broker(data: Path) -> Iterator[TlsBroker]:
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
     }
+    yield from _running(properties, data)
+
+
+def _running(properties: dict[str, str], data: Path) -> Iterator[TlsBroker]:
     broker = EmbeddedBroker(broker_config(properties, data_dir=data))
     broker.start()
     try:

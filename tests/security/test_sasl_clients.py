@@ -30,6 +30,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from oncelog.client import ClientError, KafkaClient
 from oncelog.client_security import ClientSecurity
+from oncelog.logs import RateLimited
 from oncelog.protocol.codec import build_request, encode_request
 
 from .conftest import Pki, TlsBroker
@@ -202,8 +203,9 @@ def test_oncelog_users_offline_on_a_stopped_brokers_data_dir(tmp_path: Path) -> 
 
 @pytest.mark.timeout(60)
 def test_bad_credentials_fail_fast_with_kafkas_error_and_one_log_line(
-        sasl_broker: TlsBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+        sasl_broker: TlsBroker, pki: Pki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="oncelog.server.connection")
+    monkeypatch.setattr("oncelog.server.connection._auth_errors", RateLimited(60.0))  # not spent by other tests
     errors: list[str] = []
     config = _confluent(pki, "SASL_SSL", "SCRAM-SHA-512", "alice", "wrong")
     admin = AdminClient({"bootstrap.servers": sasl_broker.address("SASL_SSL"), **config,

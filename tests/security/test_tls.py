@@ -18,6 +18,8 @@ from aiokafka.helpers import create_ssl_context
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
+from oncelog.logs import RateLimited
+
 from .conftest import Pki, TlsBroker
 
 QUIET = {"log_level": 0}
@@ -151,8 +153,9 @@ def _failure(bootstrap: str, config: dict[str, Any]) -> str:
 
 @pytest.mark.timeout(60)
 def test_a_plaintext_client_on_a_tls_port_fails_fast_and_is_logged_once(
-        tls_broker: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+        tls_broker: TlsBroker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="oncelog.server.connection")
+    monkeypatch.setattr("oncelog.server.connection._protocol_errors", RateLimited(60.0))  # not spent by other tests
     error = _failure(tls_broker.address("SSL"), {"security.protocol": "PLAINTEXT"})
     # librdkafka 2.16 words it so (older versions add "connecting to a SSL listener?"; Kafka closes alike).
     assert "closed by peer" in error and "APIVERSION_QUERY" in error, error
@@ -162,8 +165,9 @@ def test_a_plaintext_client_on_a_tls_port_fails_fast_and_is_logged_once(
 
 @pytest.mark.timeout(60)
 def test_a_tls_client_on_a_plaintext_port_fails_fast_and_is_logged(
-        tls_broker: TlsBroker, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+        tls_broker: TlsBroker, pki: Pki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="oncelog.server.connection")
+    monkeypatch.setattr("oncelog.server.connection._protocol_errors", RateLimited(60.0))
     error = _failure(tls_broker.address("PLAINTEXT"), {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca_file)})
     assert "SSL handshake failed" in error and "connecting to a PLAINTEXT broker listener?" in error, error
     assert any("sent a TLS handshake to plaintext listener PLAINTEXT" in r.getMessage() for r in caplog.records)
