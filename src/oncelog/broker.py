@@ -38,9 +38,8 @@ from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
 from oncelog.security.acl import Authorizer
-from oncelog.security.acl_store import AclStore
-from oncelog.security.credentials import CredentialStore
 from oncelog.security.settings import authorizer_config
+from oncelog.security.store import LocalSecurityStore, SecurityStore
 from oncelog.storage.api import Storage
 from oncelog.storage.internal import (
     InternalTopics,
@@ -100,6 +99,8 @@ class SharedBackend(NamedTuple):
     """The transaction coordinator over the database (`storage.postgres.transactions`)."""
     group_partitions: Any
     """Ownership, loading and storage of the group coordinator's partitions (`storage.postgres.groups`)."""
+    security: Any
+    """ACLs and SCRAM credentials in the database (`storage.postgres.security`), a `SecurityStore`."""
 
 
 class Broker:
@@ -130,12 +131,10 @@ class Broker:
             self.producer_ids = shared.producer_ids
             self.cluster_id = shared.cluster_id
             self.transactions = shared.transactions
-        self.credentials: CredentialStore | None = None
-        """SCRAM credentials (local storage; not on shared storage yet)."""
         self.authorizer = Authorizer(authorizer_config(config.security_properties))
         """ACL checks; allows everything unless `authorizer.class.name` is set."""
-        self.acls: AclStore | None = None
-        """The durable ACLs behind `authorizer` (local storage)."""
+        self.security: SecurityStore | None = None
+        """ACLs and SCRAM credentials, durable: the data directory, or the database on shared storage."""
         self.scheduler: Scheduler
         self.internal_topics: InternalTopics
         self.groups: GroupCoordinator
@@ -152,15 +151,14 @@ class Broker:
                                                               config.offsets_topic_num_partitions),
                                            self._partition_exists)
             partitions.attach(self.groups, self.cluster, self.clock)
+            self._use_security(self.shared.security)
             return
         storage = self.local
         storage.start(self.clock(), durability)
         self.cluster_id = _load_cluster_id(self.fs, config.data_dir, config.node_id)
-        self.credentials = CredentialStore(self.fs, config.data_dir)
-        self.credentials.load()
-        self.acls = AclStore(self.fs, config.data_dir)
-        self.acls.load()
-        self.authorizer.replace(self.acls.all())
+        local_security = LocalSecurityStore(self.fs, config.data_dir)
+        local_security.load()
+        self._use_security(local_security)
         self.producer_ids = ProducerIdAllocator(self.fs, config.data_dir)
         self.internal_topics = internal = InternalTopics(storage, config, self.clock)
         coordinator_storage = InternalTopicStorage(internal, storage, self.clock)
@@ -180,6 +178,11 @@ class Broker:
             self.transactions.fault_hook = lambda point: _crash_at(point, fault)
         replay_offsets_topic(storage, self.groups)
         replay_transaction_state(storage, self.transactions)
+
+    def _use_security(self, store: SecurityStore) -> None:
+        self.security = store
+        store.on_change = lambda: self.authorizer.replace(store.acls())
+        self.authorizer.replace(store.acls())
 
     def maintenance_jobs(self) -> list[tuple[str, int, Callable[[], object]]]:
         """(name, interval ms, job) for every periodic job this broker needs; the server (or the

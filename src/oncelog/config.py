@@ -257,9 +257,6 @@ def _validate(config: BrokerConfig) -> None:
         check_listeners(config.listeners, config.advertised_listeners,
                         parse_protocol_map(config.listener_security_protocol_map))
         security_settings.check(config.security_properties, config.listener_protocols())
-        if config.shared_storage and security_settings.authorizer_config(config.security_properties).enabled:
-            raise security_settings.SecurityConfigError(
-                "ACLs (authorizer.class.name) are kept on local storage only in this version, not on PostgreSQL")
     except (ListenerError, security_settings.SecurityConfigError) as error:
         raise ConfigError(str(error)) from error
 

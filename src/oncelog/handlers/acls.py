@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode
 from oncelog.logs import safe
 from oncelog.security.acl import AclBinding, AclError, AclFilter, Operation, PatternType, Permission, ResourceType
@@ -51,7 +52,7 @@ def _described(acl: AclBinding) -> dict[str, Any]:
 
 
 def _enabled(context: RequestContext) -> bool:
-    return context.broker.authorizer.config.enabled and context.broker.acls is not None
+    return context.broker.authorizer.config.enabled and context.broker.security is not None
 
 
 def describe(context: RequestContext, request: Any) -> dict[str, Any]:
@@ -63,9 +64,9 @@ def describe(context: RequestContext, request: Any) -> dict[str, Any]:
     except AclError as error:
         return {"throttle_time": 0, "error_code": ErrorCode.invalid_request, "error_message": str(error),
                 "resources": []}
-    assert context.broker.acls is not None
+    assert context.broker.security is not None
     resources: dict[tuple[int, str, int], list[dict[str, Any]]] = {}
-    for acl in context.broker.acls.all():
+    for acl in context.broker.security.acls():
         if acl_filter.matches(acl):
             key = (int(acl.resource_type), acl.resource_name, int(acl.pattern_type))
             resources.setdefault(key, []).append(_described(acl))
@@ -79,10 +80,11 @@ def describe_error(request: Any, code: ErrorCode) -> dict[str, Any]:
             "error_message": _DISABLED if code == ErrorCode.security_disabled else None, "resources": []}
 
 
-def create(context: RequestContext, request: Any) -> dict[str, Any]:
+def create(context: RequestContext, request: Any) -> dict[str, Any] | Completion[dict[str, Any]]:
+    """The response fields, or a completion of them once the ACLs are stored."""
     if not _enabled(context):
         return create_error(request, ErrorCode.security_disabled)
-    store = context.broker.acls
+    store = context.broker.security
     assert store is not None
     results: list[dict[str, Any]] = []
     valid: list[AclBinding] = []
@@ -95,19 +97,23 @@ def create(context: RequestContext, request: Any) -> dict[str, Any]:
             continue
         valid.append(binding)
         results.append({"error_code": ErrorCode.none, "error_message": None})
-    if valid:
-        try:
-            store.create(valid)
-        except OSError as error:
+    if not valid:
+        return {"throttle_time": 0, "results": results}
+    answer: Completion[dict[str, Any]] = Completion()
+
+    def stored(error: OSError | None) -> None:
+        if error is not None:
             logger.error("storing ACLs failed: %s", safe(error))
             for result in results:
                 if result["error_code"] == ErrorCode.none:
                     result.update(error_code=ErrorCode.kafka_storage_error,
                                   error_message=f"the broker could not store the ACLs: {error.strerror or error}")
-            return {"throttle_time": 0, "results": results}
-        context.broker.authorizer.replace(store.all())
-        logger.info("%s created ACLs: %s", context.principal, "; ".join(map(_text, valid)))
-    return {"throttle_time": 0, "results": results}
+        else:
+            logger.info("%s created ACLs: %s", context.principal, "; ".join(map(_text, valid)))
+        answer.resolve({"throttle_time": 0, "results": results})
+
+    store.create_acls(valid).on_done(stored)
+    return answer
 
 
 def create_error(request: Any, code: ErrorCode) -> dict[str, Any]:
@@ -116,10 +122,11 @@ def create_error(request: Any, code: ErrorCode) -> dict[str, Any]:
                                             for _creation in request.creations]}
 
 
-def delete(context: RequestContext, request: Any) -> dict[str, Any]:
+def delete(context: RequestContext, request: Any) -> dict[str, Any] | Completion[dict[str, Any]]:
+    """The response fields, or a completion of them once the deletion is stored."""
     if not _enabled(context):
         return delete_error(request, ErrorCode.security_disabled)
-    store = context.broker.acls
+    store = context.broker.security
     assert store is not None
     filters = [_filter(f) for f in request.filters]
     invalid: dict[int, str] = {}
@@ -128,27 +135,31 @@ def delete(context: RequestContext, request: Any) -> dict[str, Any]:
             acl_filter.validate()
         except AclError as error:
             invalid[index] = str(error)
-    valid = [f for index, f in enumerate(filters) if index not in invalid]
-    try:
-        matched = iter(store.delete(valid))
-    except OSError as error:
-        logger.error("deleting ACLs failed: %s", safe(error))
-        return delete_error(request, ErrorCode.kafka_storage_error)
-    context.broker.authorizer.replace(store.all())
-    results = []
-    for index in range(len(filters)):
-        if index in invalid:
-            results.append({"error_code": ErrorCode.invalid_request, "error_message": invalid[index],
-                            "matching_acls": []})
-            continue
-        removed = next(matched)
-        if removed:
-            logger.info("%s deleted ACLs: %s", context.principal, "; ".join(map(_text, removed)))
-        results.append({"error_code": ErrorCode.none, "error_message": None, "matching_acls": [
-            {"error_code": ErrorCode.none, "error_message": None, "resource_type": int(acl.resource_type),
-             "resource_name": acl.resource_name, "pattern_type": int(acl.pattern_type), **_described(acl)}
-            for acl in removed]})
-    return {"throttle_time": 0, "filter_results": results}
+    answer: Completion[dict[str, Any]] = Completion()
+
+    def deleted(outcome: list[list[AclBinding]] | OSError) -> None:
+        if isinstance(outcome, OSError):
+            logger.error("deleting ACLs failed: %s", safe(outcome))
+            answer.resolve(delete_error(request, ErrorCode.kafka_storage_error))
+            return
+        matched = iter(outcome)
+        results = []
+        for index in range(len(filters)):
+            if index in invalid:
+                results.append({"error_code": ErrorCode.invalid_request, "error_message": invalid[index],
+                                "matching_acls": []})
+                continue
+            removed = next(matched)
+            if removed:
+                logger.info("%s deleted ACLs: %s", context.principal, "; ".join(map(_text, removed)))
+            results.append({"error_code": ErrorCode.none, "error_message": None, "matching_acls": [
+                {"error_code": ErrorCode.none, "error_message": None, "resource_type": int(acl.resource_type),
+                 "resource_name": acl.resource_name, "pattern_type": int(acl.pattern_type), **_described(acl)}
+                for acl in removed]})
+        answer.resolve({"throttle_time": 0, "filter_results": results})
+
+    store.delete_acls([f for index, f in enumerate(filters) if index not in invalid]).on_done(deleted)
+    return answer
 
 
 def delete_error(request: Any, code: ErrorCode) -> dict[str, Any]:

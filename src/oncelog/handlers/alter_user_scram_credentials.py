@@ -5,7 +5,8 @@ the password; the broker derives StoredKey and ServerKey and stores those. Valid
 are Kafka's `ScramControlManager`: unknown mechanism UNSUPPORTED_SASL_MECHANISM; fewer than 4096 or more
 than 16384 iterations, an empty name, salt or salted password UNACCEPTABLE_CREDENTIAL; deleting what does
 not exist RESOURCE_NOT_FOUND; one user's mechanism touched twice DUPLICATE_RESOURCE. All valid changes
-are written together and durably before the answer; a disk failure fails them all (KAFKA_STORAGE_ERROR).
+are written together and durably (the data directory, or the database every broker shares) before the
+answer; a storage failure fails them all (KAFKA_STORAGE_ERROR).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from oncelog.logs import safe
 from oncelog.protocol.codec import build_response
 from oncelog.security.scram import MAX_ITERATIONS, MIN_ITERATIONS, ScramCredential, credential_from_salted
 
-from .base import RequestContext
+from .base import AwaitCompletion, RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,11 @@ def _problem(name: str, mechanism: int, iterations: int | None = None, salt: byt
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    store = context.broker.credentials
+    store = context.broker.security
     names = list(dict.fromkeys([str(d.name) for d in request.deletions] + [str(u.name) for u in request.upsertions]))
-    if store is None:  # shared storage
-        return build_response(API_KEY, context.api_version, error_response(request, ErrorCode.invalid_request))
+    if store is None:  # not started yet
+        return build_response(API_KEY, context.api_version,
+                              error_response(request, ErrorCode.coordinator_not_available))
     problems: dict[str, tuple[ErrorCode, str]] = {}
     touched = Counter([(str(d.name), int(d.mechanism)) for d in request.deletions]
                       + [(str(u.name), int(u.mechanism)) for u in request.upsertions])
@@ -76,26 +78,27 @@ def handle(context: RequestContext, request: Any) -> Any:
                                              int(u.iterations)))
         for u in request.upsertions if str(u.name) not in problems]
     deletions = [(str(d.name), MECHANISMS[int(d.mechanism)]) for d in request.deletions if str(d.name) not in problems]
-    if upserts or deletions:
-        try:
-            store.apply(upserts, deletions)
-        except OSError as error:
+
+    def respond(error: OSError | None) -> Any:
+        if error is not None:
             logger.error("storing SCRAM credentials failed: %s", safe(error))
             for name, _ in [*upserts, *deletions]:
                 problems.setdefault(name, (ErrorCode.kafka_storage_error,
                                            f"the broker could not store the credentials: {error.strerror or error}"))
-        else:
+        elif upserts or deletions:
             logger.info("SCRAM credentials changed: %s", ", ".join(
                 [f"{name} {credential.mechanism} set" for name, credential in upserts]
                 + [f"{name} {mechanism} deleted" for name, mechanism in deletions]))
-    results = [{"user": name, "error_code": problems.get(name, (ErrorCode.none, None))[0],
-                "error_message": problems.get(name, (ErrorCode.none, None))[1]} for name in names]
-    return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})
+        results = [{"user": name, "error_code": problems.get(name, (ErrorCode.none, None))[0],
+                    "error_message": problems.get(name, (ErrorCode.none, None))[1]} for name in names]
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})
+
+    if not upserts and not deletions:
+        return respond(None)
+    return AwaitCompletion(store.apply_credentials(upserts, deletions), respond)
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
-    message = ("SCRAM credentials are kept on local storage only in this version"
-               if code == ErrorCode.invalid_request else None)
     names = dict.fromkeys([str(d.name) for d in request.deletions] + [str(u.name) for u in request.upsertions])
-    return {"throttle_time": 0, "results": [{"user": name, "error_code": code, "error_message": message}
+    return {"throttle_time": 0, "results": [{"user": name, "error_code": code, "error_message": None}
                                             for name in names]}

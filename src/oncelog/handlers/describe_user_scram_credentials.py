@@ -19,13 +19,14 @@ MECHANISM_CODES = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    store = context.broker.credentials
-    if store is None:
-        return build_response(API_KEY, context.api_version, error_response(request, ErrorCode.invalid_request))
+    store = context.broker.security
+    if store is None:  # not started yet
+        return build_response(API_KEY, context.api_version,
+                              error_response(request, ErrorCode.coordinator_not_available))
     users = store.users()
     asked = [str(user.name) for user in request.users] if request.users else sorted(users)
     counts = Counter(asked)
-    results = []
+    results: list[dict[str, Any]] = []
     for name in dict.fromkeys(asked):
         if counts[name] > 1:
             results.append({"user": name, "error_code": ErrorCode.duplicate_resource,
@@ -45,6 +46,4 @@ def handle(context: RequestContext, request: Any) -> Any:
 
 
 def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
-    message = ("SCRAM credentials are kept on local storage only in this version"
-               if code == ErrorCode.invalid_request else None)
-    return {"throttle_time": 0, "error_code": code, "error_message": message, "results": []}
+    return {"throttle_time": 0, "error_code": code, "error_message": None, "results": []}

@@ -159,18 +159,22 @@ def listener_sasl(properties: Mapping[str, str], listener: str) -> ListenerSasl:
     plain_users: dict[str, str] = {}
     for mechanism in mechanisms:
         name = f"{mechanism.lower()}.sasl.jaas.config"
-        text = setting(properties, listener, name) or setting(properties, listener, "sasl.jaas.config")
+        expected = PLAIN_MODULE if mechanism == PLAIN else SCRAM_MODULE
+        text = setting(properties, listener, name)
+        if not text:  # the plain sasl.jaas.config serves the mechanism whose login module it names
+            shared = setting(properties, listener, "sasl.jaas.config")
+            text = shared if shared.strip().startswith(expected) else ""
+            name = "sasl.jaas.config"
         if not text:
             if mechanism == PLAIN:
                 raise SecurityConfigError(
                     f"listener {listener} enables PLAIN but has no users: set listener.name.{listener.lower()}."
-                    f"{name}={PLAIN_MODULE} required user_alice=\"alice-secret\";")
+                    f"plain.sasl.jaas.config={PLAIN_MODULE} required user_alice=\"alice-secret\";")
             continue
         try:
             jaas = parse_jaas(text, name)
         except JaasError as error:
             raise SecurityConfigError(f"listener {listener}: {error}") from error
-        expected = PLAIN_MODULE if mechanism == PLAIN else SCRAM_MODULE
         if jaas.module != expected:
             raise SecurityConfigError(f"listener {listener}: {name} names {jaas.module}; {mechanism} needs "
                                       f"{expected}")

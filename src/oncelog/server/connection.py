@@ -137,8 +137,8 @@ class Connection(asyncio.Protocol):
         self._decoder = FrameDecoder(config.socket_request_max_bytes)
         self._session: SaslSession | None = None
         if sasl is not None:  # Kafka's sasl.server.max.receive.size: small frames until authenticated
-            credentials = broker.credentials
-            self._session = SaslSession(sasl, credentials.get if credentials is not None else lambda _u, _m: None,
+            security = broker.security
+            self._session = SaslSession(sasl, security.credential if security is not None else lambda _u, _m: None,
                                         broker.clock)
             self._decoder.limit(min(config.socket_request_max_bytes, sasl.max_receive_size))
         self._in_flight_max = config.connection_requests_in_flight_max

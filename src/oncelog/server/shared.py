@@ -18,6 +18,7 @@ from oncelog.errors import ErrorCode, KafkaError
 from oncelog.storage.postgres.groups import GroupPartitions
 from oncelog.storage.postgres.producer_ids import BlockProducerIds
 from oncelog.storage.postgres.registry import BrokerRegistry
+from oncelog.storage.postgres.security import PostgresSecurityStore
 from oncelog.storage.postgres.storage import PostgresStorage
 from oncelog.storage.postgres.transactions import PostgresTransactions
 from oncelog.storage.postgres.waiting import completed
@@ -31,9 +32,11 @@ class OpenShared:
     producer_ids: BlockProducerIds
     transactions: PostgresTransactions
     group_partitions: GroupPartitions
+    security: PostgresSecurityStore
 
     async def close(self) -> None:
         await self.registry.close()
+        await self.security.close()
         await self.group_partitions.close()
         await self.transactions.close()
         await self.producer_ids.close()
@@ -55,16 +58,20 @@ async def open_shared(config: BrokerConfig, clock: Callable[[], int]) -> OpenSha
                                         config.transaction_max_timeout_ms, config.transactional_id_expiration_ms)
     group_partitions = GroupPartitions(storage, config.storage, config.node_id)
     transactions.after_commit = group_partitions.caught_up
+    security = PostgresSecurityStore(config.storage)
     try:
         await producer_ids.open()
         await transactions.open()
         await _ensure_offsets_topic(storage, config, clock())
+        await security.open()
     except BaseException:
+        await security.close()
         await transactions.close()
         await storage.aclose()
         raise
-    backend = SharedBackend(storage, registry, producer_ids, storage.cluster_id, transactions, group_partitions)
-    return OpenShared(backend, storage, registry, producer_ids, transactions, group_partitions)
+    backend = SharedBackend(storage, registry, producer_ids, storage.cluster_id, transactions, group_partitions,
+                            security)
+    return OpenShared(backend, storage, registry, producer_ids, transactions, group_partitions, security)
 
 
 async def _ensure_offsets_topic(storage: PostgresStorage, config: BrokerConfig, now_ms: int) -> None:

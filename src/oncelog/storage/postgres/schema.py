@@ -27,6 +27,8 @@ sequence, so commit order is offset order and there are no holes):
   the epoch of its lease; a coordinator's writes carry the epoch it took and are refused once another
   broker took the lease (a zombie coordinator cannot write).
 - `cluster_meta`: the cluster id (Kafka's `meta.properties`), made by the first broker.
+- `acl`, `scram_credential`: the cluster's ACLs and SCRAM credentials (salted keys, never passwords);
+  every broker caches them and refreshes on a NOTIFY (`storage/postgres/security.py`).
 - `producer_id_block`: a sequence of producer-id blocks (Kafka's `ProducerIdManager` hands out blocks
   too): block b covers ids [b × 1000, b × 1000 + 1000), so brokers never hand out the same id.
 """
@@ -132,6 +134,28 @@ MIGRATIONS: list[str] = [
         owner integer NOT NULL,
         epoch bigint NOT NULL,
         PRIMARY KEY (topic, partition)
+    );
+    """,
+    # 1 → 2: security shared by the brokers.
+    """
+    CREATE TABLE acl (
+        resource_type smallint NOT NULL,
+        resource_name text NOT NULL,
+        pattern_type smallint NOT NULL,
+        principal text NOT NULL,
+        host text NOT NULL,
+        operation smallint NOT NULL,
+        permission smallint NOT NULL,
+        PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation, permission)
+    );
+    CREATE TABLE scram_credential (
+        user_name text NOT NULL,
+        mechanism text NOT NULL,
+        salt bytea NOT NULL,
+        iterations integer NOT NULL,
+        stored_key bytea NOT NULL,
+        server_key bytea NOT NULL,
+        PRIMARY KEY (user_name, mechanism)
     );
     """,
 ]
