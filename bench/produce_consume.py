@@ -54,12 +54,12 @@ def produce(bootstrap: str, topic: str, records: int, size: int, acks: str, **ex
     return elapsed
 
 
-def consume(bootstrap: str, topic: str, records: int) -> float:
+def consume(bootstrap: str, topic: str, records: int, **extra: object) -> float:
     records += 1  # the warm-up record
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "bench", "enable.partition.eof": True, "enable.auto.commit": False,
         "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 8_388_608,
-        "queued.max.messages.kbytes": 1_048_576,
+        "queued.max.messages.kbytes": 1_048_576, **extra,
     })
     consumer.assign([TopicPartition(topic, 0, 0)])
     received = 0
