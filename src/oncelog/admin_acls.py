@@ -31,13 +31,13 @@ def add_parser(subparsers: Any, with_bootstrap: Any) -> None:
     add.add_argument("--principal", required=True, help="who, e.g. User:alice, or User:* for everyone")
     add.add_argument("--host", default="*", help="from which address (default: any)")
     add.add_argument("--operation", action="append", required=True, type=str.upper, choices=OPERATIONS,
-                     help="READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, ALL, ... (repeatable)")
+                     metavar="OPERATION", help=f"one of {', '.join(OPERATIONS)} (repeatable)")
     add.add_argument("--deny", action="store_true", help="a DENY ACL (deny wins over allow)")
     for name, help_text in (("list", "the ACLs, optionally of one resource or principal"),
                             ("remove", "remove the ACLs matching the filter")):
         parser = resource(actions.add_parser(name, help=help_text), False)
         parser.add_argument("--principal", default=None)
-        parser.add_argument("--operation", default=None, type=str.upper, choices=OPERATIONS)
+        parser.add_argument("--operation", default=None, type=str.upper, choices=OPERATIONS, metavar="OPERATION")
 
 
 def _resource(args: argparse.Namespace) -> tuple[ResourceType, str | None]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from oncelog import __version__
 from oncelog.config import BrokerConfig, ConfigError, broker_config, broker_property_names, load_properties
+from oncelog.security.settings import SETTINGS as SECURITY_SETTINGS
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -34,7 +35,8 @@ def _serve_parser(subparsers: Any) -> None:
         "accepts connections and shuts down cleanly on SIGTERM or Ctrl-C. By default it keeps its partitions "
         "in --data-dir (one broker); with --storage postgresql://... any number of brokers share one "
         "database, each with its own --broker-id.",
-        epilog="Broker properties (Kafka names) for --config/--override: " + ", ".join(broker_property_names()),
+        epilog="Broker properties (Kafka names) for --config/--override: " + ", ".join(broker_property_names())
+        + ". Security (each also as listener.name.NAME.SETTING): " + ", ".join(sorted(SECURITY_SETTINGS)),
     )
     serve.add_argument("--host", default=None,
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface). Shorthand "
