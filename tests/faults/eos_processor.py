@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -64,6 +65,18 @@ def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
             time.sleep(0.2)
 
 
+def _retrying(call: Callable[[], object], attempts: int = 5) -> None:
+    """librdkafka's transactions.c: a retriable error (a timeout while brokers die) means call it again."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as error:
+            if not error.args[0].retriable() or attempt == attempts - 1:
+                raise
+            _say(f"retrying after {error.args[0]}")
+
+
 def main(argv: list[str]) -> int:
     bootstrap, input_topic, output_topic, group_id, transactional_id, session_timeout_ms = argv[:6]
     debug = {"debug": os.environ["EOS_PROCESSOR_DEBUG"]} if os.environ.get("EOS_PROCESSOR_DEBUG") else {}
@@ -99,8 +112,9 @@ def main(argv: list[str]) -> int:
             time.sleep(PROCESSING_PAUSE_S)
             positions = consumer.position(assignment)
             try:
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), TIMEOUT_S)
-                producer.commit_transaction(TIMEOUT_S)
+                metadata = consumer.consumer_group_metadata()
+                _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, TIMEOUT_S))  # noqa: B023
+                _retrying(lambda: producer.commit_transaction(TIMEOUT_S))
             except KafkaException as error:
                 if not error.args[0].txn_requires_abort():
                     raise

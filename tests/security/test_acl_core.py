@@ -96,6 +96,12 @@ def test_idempotent_producers_need_write_on_some_topic_or_idempotent_write() -> 
     cancelled = authorizer(acl(T, "a-", "User:alice", Operation.WRITE, pattern=PatternType.PREFIXED),
                            acl(T, "a-", "User:alice", Operation.WRITE, Permission.DENY, PatternType.PREFIXED))
     assert not cancelled.authorize_any(ALICE, "h", Operation.WRITE, T)
+    dominated = authorizer(acl(T, "orders", "User:alice", Operation.WRITE),
+                           acl(T, "ord", "User:alice", Operation.WRITE, Permission.DENY, PatternType.PREFIXED))
+    assert not dominated.authorize_any(ALICE, "h", Operation.WRITE, T)
+    # allow.everyone.if.no.acl.found covers a topic without ACLs even when other topics have some.
+    open_by_default = authorizer(acl(T, "secret", "User:bob", Operation.READ), allow_if_no_acl=True)
+    assert open_by_default.authorize_any(ALICE, "h", Operation.WRITE, T)
 
 
 @pytest.mark.parametrize("binding", [
@@ -154,3 +160,19 @@ def test_credential_store_failed_write_changes_nothing(tmp_path: Path) -> None:
     reloaded = CredentialStore(OS_FILE_SYSTEM, tmp_path)
     reloaded.load()
     assert reloaded.get("alice", "SCRAM-SHA-256") == alice and reloaded.get("bob", "SCRAM-SHA-256") is None
+
+
+def test_ipv6_hosts_match_in_either_spelling() -> None:
+    from oncelog.security.acl import normal_host
+
+    rules = authorizer(acl(T, "t", "User:alice", Operation.READ, host="0:0:0:0:0:0:0:1"))
+    assert rules.authorize(ALICE, normal_host("::1"), Operation.READ, T, "t")
+    assert not rules.authorize(ALICE, normal_host("::2"), Operation.READ, T, "t")
+
+
+def test_a_database_password_is_never_described() -> None:
+    from oncelog.handlers.describe_configs import _without_password
+
+    assert _without_password("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert _without_password("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert _without_password("local") == "local"

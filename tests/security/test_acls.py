@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 from oncelog.client import KafkaClient
 from oncelog.client_security import ClientSecurity
 from oncelog.errors import ErrorCode
+from oncelog.protocol.records import build_batch
 
 from .conftest import TlsBroker, _acl_broker
 
@@ -167,8 +168,8 @@ REFUSALS: list[tuple[str, int, int, dict[str, Any], Any, ErrorCode]] = [
      lambda r: r.error_code, ErrorCode.cluster_authorization_failed),
     ("EndTxn", 26, 3, {"transactional_id": "t", "producer_id": 1, "producer_epoch": 0, "committed": True},
      lambda r: r.error_code, ErrorCode.transactional_id_authorization_failed),
-    ("DescribeCluster", 60, 0, {"include_cluster_authorized_operations": False},
-     lambda r: r.error_code, ErrorCode.cluster_authorization_failed),
+    ("DescribeCluster (served to everyone, as Kafka)", 60, 0, {"include_cluster_authorized_operations": False},
+     lambda r: r.error_code, ErrorCode.none),
     ("DescribeConfigs broker", 32, 4, {"resources": [{"resource_type": 4, "resource_name": "1",
                                                       "configuration_keys": None}], "include_synonyms": False,
                                        "include_documentation": False},
@@ -183,6 +184,11 @@ REFUSALS: list[tuple[str, int, int, dict[str, Any], Any, ErrorCode]] = [
      lambda r: r.groups[0].error_code, ErrorCode.group_authorization_failed),
     ("DeleteGroups", 42, 2, {"groups_names": ["g"]},
      lambda r: r.results[0].error_code, ErrorCode.group_authorization_failed),
+    ("Produce of a transactional batch without a transactional id", 0, 9, {
+        "transactional_id": None, "acks": -1, "timeout": 1000, "topic_data": [{"name": "existing", "partition_data": [
+            {"index": 0, "records": build_batch([(None, b"v")], producer_id=5, producer_epoch=0, base_sequence=0,
+                                                transactional=True)}]}]},
+     lambda r: r.responses[0].partition_responses[0].error_code, ErrorCode.transactional_id_authorization_failed),
 ]
 
 

@@ -293,3 +293,19 @@ def test_an_expired_session_is_closed_and_clients_reauthenticate(sasl_broker: Tl
         producer.produce("reauth", f"{index}".encode())
         assert producer.flush(10) == 0
         time.sleep(0.3)
+
+
+@pytest.mark.timeout(30)
+def test_frames_after_a_failed_bare_token_are_not_served_and_the_delay_holds(
+        sasl_broker: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with _raw(sasl_broker.address("SASL_PLAINTEXT")) as sock:
+        _send(sock, 17, 0, {"mechanism": "PLAIN"})
+        (size,) = struct.unpack(">i", sock.recv(4))
+        sock.recv(size)
+        started = time.monotonic()
+        for token in (b"\0carol\0wrong", b"\0carol\0carol-secret"):  # a second guess right behind the first
+            sock.sendall(struct.pack(">i", len(token)) + token)
+        assert _closed(sock)
+        assert time.monotonic() - started >= 0.1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

@@ -65,10 +65,32 @@ def test_client_and_server_agree_and_a_wrong_password_fails_like_an_unknown_user
     assert exchange("alice", "wrong") == exchange("mallory", "secret") == refused
 
 
-def test_channel_binding_and_extensions_are_refused() -> None:
-    for first in (b"p=tls-unique,,n=a,r=x", b"n,,n=a,r=x,tokenauth=true", b"n,a=bob,n=alice,r=x"):
+def test_channel_binding_delegation_tokens_and_a_foreign_authorization_id_are_refused() -> None:
+    for first in (b"p=tls-unique,,n=a,r=x", b"n,,n=a,r=x,tokenauth=true", b"n,a=bob,n=alice,r=x", b"n,,r=x"):
         with pytest.raises(ScramError):
-            ScramServer("SCRAM-SHA-256", lambda user: None).first(first.replace(b"n,a=bob,", b"n,a=bob,,"))
+            ScramServer("SCRAM-SHA-256", lambda user: None).first(first)
+
+
+def test_an_authorization_id_equal_to_the_user_and_unknown_extensions_are_fine() -> None:
+    credential = make_credential("SCRAM-SHA-256", "secret")
+    server = ScramServer("SCRAM-SHA-256", lambda user: credential)
+    assert server.first(b"n,a=alice,n=alice,r=abc,foo=bar").startswith(b"r=abc")
+
+
+def test_the_client_final_must_echo_the_gs2_header() -> None:
+    credential = make_credential("SCRAM-SHA-256", "secret")
+    server, client = ScramServer("SCRAM-SHA-256", lambda user: credential), ScramClient("SCRAM-SHA-256", "u", "secret")
+    final = client.final(server.first(client.first()))
+    with pytest.raises(ScramError, match="channel binding"):
+        server.final(final.replace(b"c=biws", b"c=eSws"))  # "y,," instead of "n,,"
+
+
+def test_an_unknown_user_costs_no_key_derivation() -> None:
+    ScramServer("SCRAM-SHA-512", lambda user: None).first(b"n,,n=warm-up,r=x")  # the dummy keys, once
+    with mock.patch.object(scram.hashlib, "pbkdf2_hmac", side_effect=AssertionError("PBKDF2 per attempt")):
+        first = ScramServer("SCRAM-SHA-512", lambda user: None).first(b"n,,n=nobody,r=x")
+        again = ScramServer("SCRAM-SHA-512", lambda user: None).first(b"n,,n=nobody,r=y")
+    assert first.split(b",")[1] == again.split(b",")[1]  # one salt per unknown name, like a real user
 
 
 # --- the session's transition table ------------------------------------------------------------------
@@ -139,11 +161,38 @@ def test_reauthentication_keeps_the_principal_and_the_session_expires_without_it
         session.failure
 
 
-def test_v0_authenticate_has_no_session_lifetime() -> None:
-    session = _session(reauth_ms=500)
-    session.handshake("PLAIN")
+def test_a_v0_session_is_not_told_its_lifetime_but_expires_all_the_same() -> None:
+    clock = [0]
+    session = _session(reauth_ms=500, clock=clock)
+    session.handshake("PLAIN", version=0)
     assert session.authenticate(b"\0admin\0admin-secret", 0).session_lifetime_ms == 0
-    assert not session.expired()
+    clock[0] = 500
+    assert session.expired()
+
+
+def test_reauthentication_when_not_enabled_is_refused_and_the_session_goes_on() -> None:
+    session = _session()
+    session.handshake("PLAIN")
+    session.authenticate(b"\0admin\0admin-secret", 2)
+    assert session.handshake("PLAIN")[0] == ErrorCode.illegal_sasl_state
+    assert session.state is State.AUTHENTICATED and session.allows(3)
+
+
+def test_reauthentication_may_not_switch_mechanism() -> None:
+    session = _session(reauth_ms=1000)
+    session.handshake("PLAIN")
+    session.authenticate(b"\0admin\0admin-secret", 2)
+    assert session.handshake("SCRAM-SHA-512")[0] == ErrorCode.illegal_sasl_state
+    assert session.state is State.FAILED
+
+
+def test_a_failed_session_answers_without_raising() -> None:
+    session = _session()
+    session.handshake("PLAIN")
+    session.authenticate(b"\0admin\0wrong", 2)
+    assert session.authenticate(b"\0admin\0admin-secret", 2).error_code == ErrorCode.illegal_sasl_state
+    assert session.handshake("PLAIN")[0] == ErrorCode.illegal_sasl_state
+    assert session.state is State.FAILED and session.principal is None
 
 
 def test_authenticate_out_of_order_is_illegal() -> None:

@@ -4,9 +4,11 @@ with each client, client certificates, and the wrong protocol on either side fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
+import struct
 import time
 import uuid
 from typing import Any
@@ -211,3 +213,28 @@ def test_describe_configs_shows_tls_settings_but_never_secrets(tls_broker: TlsBr
     assert configs["listener.name.mtls.ssl.client.auth"].value == "required"
     assert configs["ssl.key.password"].is_sensitive and configs["ssl.key.password"].value is None
     assert "security" not in configs
+
+
+@pytest.mark.timeout(30)
+def test_failed_and_abandoned_handshakes_leave_no_connection_behind(tls_broker: TlsBroker) -> None:
+    host, port = tls_broker.address("SSL").split(":")
+    client = ssl.create_default_context()
+    for index in range(9):
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            if index % 3 == 0:
+                raw.sendall(b"\x00\x00\x00\x10not tls at all!!")  # refused: not a ClientHello
+                raw.recv(10)
+            elif index % 3 == 1:  # half a ClientHello, then a reset in the middle of the handshake
+                incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    client.wrap_bio(incoming, outgoing, server_hostname=host).do_handshake()
+                hello = outgoing.read()
+                raw.sendall(hello[: len(hello) // 2])
+                time.sleep(0.05)
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # else: closed before any byte
+    server = tls_broker.broker.server
+    deadline = time.monotonic() + 10
+    while tls_broker.broker.call(lambda: len(server._connections)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tls_broker.broker.call(lambda: len(server._connections)) == 0

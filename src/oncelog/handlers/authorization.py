@@ -82,5 +82,4 @@ REQUEST_CHECKS: dict[int, Check] = {
     31: _cluster(Operation.ALTER),                                    # DeleteAcls
     50: _cluster(Operation.DESCRIBE),                                 # DescribeUserScramCredentials
     51: _cluster(Operation.ALTER),                                    # AlterUserScramCredentials
-    60: _cluster(Operation.DESCRIBE),                                 # DescribeCluster
 }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
-from oncelog.security.acl import CLUSTER_NAME, Operation, ResourceType
+from oncelog.security.acl import CLUSTER_NAME, Operation, ResourceType, normal_host
 from oncelog.security.principal import ANONYMOUS_PRINCIPAL, KafkaPrincipal
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class RequestContext:
 
     @property
     def client_host(self) -> str:
-        return self.peer.rpartition(":")[0] or self.peer
+        return normal_host(self.peer.rpartition(":")[0] or self.peer)
 
     def allowed(self, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
         """May this request's principal do `operation` on the resource (always, without an authorizer)?"""

@@ -66,6 +66,14 @@ def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -
     return entries
 
 
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for name, value in config.security:
@@ -77,9 +85,12 @@ def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
     for f in fields(config):
         if f.name == "security":
             continue
+        value = str(getattr(config, f.name))
+        if f.name == "storage":  # a database URL may carry a password: never shown
+            value = _without_password(value)
         entries.append({
             "name": _broker_property_of(f.name),
-            "value": str(getattr(config, f.name)),
+            "value": value,
             "read_only": True,
             "config_source": SOURCE_STATIC_BROKER_CONFIG,
             "is_default": False,

@@ -17,10 +17,11 @@ API_KEY = 65
 VERSIONS = (0, 0)
 
 
-def _entry(result: dict[str, Any]) -> dict[str, Any]:
+def _entry(context: RequestContext, result: dict[str, Any]) -> dict[str, Any]:
     by_topic: dict[str, list[int]] = defaultdict(list)
     for topic, partition in result.pop("partitions"):
-        by_topic[topic].append(partition)
+        if context.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic):  # others are left out, as Kafka does
+            by_topic[topic].append(partition)
     result["topics"] = [{"topic": topic, "partitions": partitions} for topic, partitions in sorted(by_topic.items())]
     return result
 
@@ -33,10 +34,11 @@ def handle(context: RequestContext, request: Any) -> Any:
     refused = error_response(request, ErrorCode.transactional_id_authorization_failed)["transaction_states"]
 
     def respond(results: list[dict[str, Any]]) -> Any:
-        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": [
-            _entry(result) if context.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id)
-            else refused[index]
-            for index, (transactional_id, result) in enumerate(zip(request.transactional_ids, results, strict=True))]})
+        states = []
+        for index, (transactional_id, result) in enumerate(zip(request.transactional_ids, results, strict=True)):
+            allowed = context.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id)
+            states.append(_entry(context, result) if allowed else refused[index])
+        return build_response(API_KEY, context.api_version, {"throttle_time": 0, "transaction_states": states})
 
     return answer(described, respond)
 

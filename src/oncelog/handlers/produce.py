@@ -29,7 +29,13 @@ from typing import Any
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.codec import build_response
-from oncelog.protocol.records import BatchHeader, parse_header, validate_client_batch, with_log_append_time
+from oncelog.protocol.records import (
+    BATCH_HEADER_BYTES,
+    BatchHeader,
+    parse_header,
+    validate_client_batch,
+    with_log_append_time,
+)
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import PRODUCE_VERIFICATION_ERRORS, Append, Appended, AppendResult, PartitionKey
 
@@ -102,11 +108,24 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
     return Append(topic_name, index, records, header), log_append_time
 
 
+def _has_transactional_batches(request: Any) -> bool:
+    for topic_data in request.topic_data:
+        for partition_data in topic_data.partition_data:
+            records = partition_data.records
+            if records is not None and len(records) >= BATCH_HEADER_BYTES and parse_header(records).is_transactional:
+                return True
+    return False
+
+
 def handle(context: RequestContext, request: Any) -> Any:
     acks = int(request.acks)
     transactional_id = request.transactional_id
-    if transactional_id is not None and not context.allowed(Operation.WRITE, ResourceType.TRANSACTIONAL_ID,
-                                                            transactional_id):
+    # Kafka's handleProduceRequest: transactional records need WRITE on their transactional id, so
+    # transactional batches sent without one are refused when an authorizer is on.
+    guarded = transactional_id is not None or (context.broker.authorizer.config.enabled
+                                               and _has_transactional_batches(request))
+    if guarded and (transactional_id is None
+                    or not context.allowed(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id)):
         if acks == 0:
             return CLOSE_CONNECTION
         return build_response(API_KEY, context.api_version,

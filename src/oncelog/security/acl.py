@@ -18,6 +18,8 @@ MATCH, which selects every pattern that would apply to a literal name.
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -78,6 +80,15 @@ IMPLIED_BY_ALLOW = {
 """Kafka's AclEntry.supportedOperations implications: an ALLOW of any of these also allows the key."""
 
 
+@functools.lru_cache(maxsize=4096)
+def normal_host(host: str) -> str:
+    """One spelling per address: Java writes IPv6 in full (`0:0:0:0:0:0:0:1`), Python compressed (`::1`)."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
+
+
 class AclError(ValueError):
     """An ACL or filter is invalid (INVALID_REQUEST); the message says why."""
 
@@ -124,7 +135,9 @@ class AclBinding:
         return name.startswith(self.resource_name)
 
     def entry_matches(self, principal: str, host: str) -> bool:
-        return self.principal in (principal, WILDCARD_PRINCIPAL) and self.host in (host, WILDCARD)
+        """`host` in `normal_host` form; the binding's host is compared in that form too."""
+        return self.principal in (principal, WILDCARD_PRINCIPAL) and (self.host == WILDCARD
+                                                                        or normal_host(self.host) == host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,22 +214,30 @@ class Authorizer:
 
     def authorize_any(self, principal: KafkaPrincipal, host: str, operation: Operation,
                       resource_type: ResourceType) -> bool:
-        """Kafka's `authorizeByResourceType`: may the principal do `operation` on some resource of the type
-        (an ALLOW that no DENY of the same pattern cancels)? Used for idempotent producers (KIP-679)."""
-        if not self.config.enabled or str(principal) in self.config.super_users:
+        """Kafka's `Authorizer.authorizeByResourceType`: may the principal do `operation` on some resource
+        of the type? Used for idempotent producers (KIP-679). As Kafka: a made-up name first (super users,
+        allow.everyone.if.no.acl.found), then any ALLOW not dominated by a DENY — a literal DENY of the same
+        name, or a PREFIXED DENY that is a prefix of it; a DENY on the literal wildcard refuses all."""
+        if self.authorize(principal, host, operation, resource_type, "hardcode"):
             return True
         who = str(principal)
-        acls = [acl for acl in self._by_type.get(resource_type, ()) if acl.entry_matches(who, host)]
-        denied_everywhere = any(acl.permission == Permission.DENY and acl.operation in (operation, Operation.ALL)
-                                and acl.pattern_type == PatternType.LITERAL and acl.resource_name == WILDCARD
-                                for acl in acls)
-        if denied_everywhere:
-            return False
-        for acl in acls:
-            if acl.permission != Permission.ALLOW or acl.operation not in (operation, Operation.ALL):
+        denied: dict[PatternType, set[str]] = {PatternType.LITERAL: set(), PatternType.PREFIXED: set()}
+        allowed: dict[PatternType, set[str]] = {PatternType.LITERAL: set(), PatternType.PREFIXED: set()}
+        for acl in self._by_type.get(resource_type, ()):
+            if not acl.entry_matches(who, host) or acl.operation not in (operation, Operation.ALL):
                 continue
-            if not any(deny.permission == Permission.DENY and deny.operation in (operation, Operation.ALL)
-                       and deny.pattern_type == acl.pattern_type and deny.resource_name == acl.resource_name
-                       for deny in acls):
+            if acl.permission == Permission.DENY:
+                if acl.pattern_type == PatternType.LITERAL and acl.resource_name == WILDCARD:
+                    return False
+                denied[acl.pattern_type].add(acl.resource_name)
+            elif acl.pattern_type == PatternType.LITERAL and acl.resource_name == WILDCARD:
                 return True
-        return self.config.allow_if_no_acl and not self._by_type.get(resource_type)
+            else:
+                allowed[acl.pattern_type].add(acl.resource_name)
+        for pattern_type, names in allowed.items():
+            for name in names:
+                if pattern_type == PatternType.LITERAL and name in denied[PatternType.LITERAL]:
+                    continue
+                if not any(name[:length] in denied[PatternType.PREFIXED] for length in range(1, len(name) + 1)):
+                    return True
+        return False

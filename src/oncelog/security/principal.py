@@ -61,7 +61,7 @@ class _Rule:
 
 
 _ENTRY_START = re.compile(r",\s*(?=RULE:|DEFAULT\s*(?:,|$))")
-_RULE = re.compile(r"RULE:(?P<pattern>[^/]*)/(?P<replacement>[^/]*)/(?P<case>[LU]?)")
+_RULE = re.compile(r"RULE:(?P<pattern>(?:[^/\\]|\\.)*)/(?P<replacement>(?:[^/\\]|\\.)*)/(?P<case>[LU]?)")
 
 
 class PrincipalMapper:
@@ -79,11 +79,15 @@ class PrincipalMapper:
             raise ValueError(f"ssl.principal.mapping.rules: {entry!r} is neither DEFAULT nor "
                              "RULE:pattern/replacement/[LU]")
         try:
-            pattern = re.compile(match["pattern"])
+            pattern = re.compile(match["pattern"].replace("\\/", "/"))
         except re.error as error:
             raise ValueError(f"ssl.principal.mapping.rules: bad pattern {match['pattern']!r}: {error}") from error
-        # Java writes group references $1; Python's expand wants \1.
-        replacement = re.sub(r"\$(\d+)", r"\\g<\1>", match["replacement"].replace("\\", "\\\\"))
+        raw = match["replacement"].replace("\\/", "/")
+        groups = [int(number) for number in re.findall(r"\$(\d+)", raw)]
+        if any(number > pattern.groups for number in groups):
+            raise ValueError(f"ssl.principal.mapping.rules: {entry!r} refers to a group its pattern does not have")
+        # Java writes group references $1; Python's expand wants \g<1>.
+        replacement = re.sub(r"\$(\d+)", r"\\g<\1>", raw.replace("\\", "\\\\"))
         return _Rule(pattern, replacement, match["case"])
 
     def name(self, distinguished_name: str) -> str:
@@ -109,7 +113,20 @@ def _escape(value: str) -> str:
     return escaped
 
 
+_IA5_OIDS = {"emailAddress": "1.2.840.113549.1.9.1"}
+"""Attributes Java's X500Principal.getName() prints as OID=#<DER hex> (IA5String values)."""
+
+
+def _attribute(key: str, value: str) -> str:
+    if key in _KEYWORDS:
+        return f"{_KEYWORDS[key]}={_escape(value)}"
+    if key in _IA5_OIDS and len(value.encode()) < 128:
+        encoded = value.encode()
+        return f"{_IA5_OIDS[key]}=#16{len(encoded):02x}{encoded.hex()}"
+    return f"{key}={_escape(value)}"
+
+
 def distinguished_name(subject: tuple[tuple[tuple[str, str], ...], ...]) -> str:
-    """RFC 2253 text of a subject as `ssl.SSLSocket.getpeercert()` gives it (most specific RDN first)."""
-    return ",".join("+".join(f"{_KEYWORDS.get(key, key)}={_escape(value)}" for key, value in rdn)
-                    for rdn in reversed(subject))
+    """RFC 2253 text of a subject as `ssl.SSLSocket.getpeercert()` gives it (most specific RDN first), in
+    the form Java's `X500Principal.getName()` prints, so principals copied from Kafka match."""
+    return ",".join("+".join(_attribute(key, value) for key, value in rdn) for rdn in reversed(subject))

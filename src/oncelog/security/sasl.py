@@ -18,8 +18,9 @@ connection.
     MECHANISM_CHOSEN token (PLAIN ok / SCRAM last) AUTHENTICATED
     MECHANISM_CHOSEN token (SCRAM first)          CHALLENGED
     CHALLENGED       token (SCRAM final ok)        AUTHENTICATED
-    AUTHENTICATED    handshake (mechanism enabled) MECHANISM_CHOSEN   (re-authentication)
+    AUTHENTICATED    handshake (same mechanism)    MECHANISM_CHOSEN   (re-authentication, when enabled)
     any              a bad token, a wrong order    FAILED
+    FAILED           anything                      FAILED (answered ILLEGAL_SASL_STATE; the connection closes)
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ class SaslSession:
 
     def handshake(self, mechanism: str, version: int = 1) -> tuple[ErrorCode, list[str]]:
         enabled = list(self.listener.mechanisms)
+        if self.state is State.FAILED:  # the connection is closing: nothing more is decided here
+            return ErrorCode.illegal_sasl_state, enabled
+        if self.state is State.AUTHENTICATED and (self.listener.reauth_ms <= 0 or version == 0):
+            # Kafka answers a re-authentication it does not expect with ILLEGAL_SASL_STATE and keeps serving.
+            return ErrorCode.illegal_sasl_state, enabled
+        if self.state is State.AUTHENTICATED and mechanism != self.mechanism:
+            self._fail(f"re-authentication with {mechanism} after {self.mechanism}", ErrorCode.illegal_sasl_state,
+                       "")
+            return ErrorCode.illegal_sasl_state, enabled
         if self.state not in (State.START, State.AUTHENTICATED):
             self._fail(f"SaslHandshake in state {self.state.name}", ErrorCode.illegal_sasl_state, "")
             return ErrorCode.illegal_sasl_state, enabled
@@ -134,6 +144,8 @@ class SaslSession:
         return ErrorCode.none, enabled
 
     def authenticate(self, token: bytes, version: int) -> Answer:
+        if self.state is State.FAILED:
+            return Answer(ErrorCode.illegal_sasl_state, "the authentication already failed")
         if self.state is State.MECHANISM_CHOSEN and self.mechanism == PLAIN:
             return self._plain(token, version)
         if self.state is State.MECHANISM_CHOSEN and self.mechanism in SCRAM_MECHANISMS:
@@ -184,6 +196,8 @@ class SaslSession:
         self.principal = principal
         self.raw_tokens = False
         self._to(State.AUTHENTICATED)
-        lifetime = self.listener.reauth_ms if version >= 1 else 0
+        # The session expires whatever the version (Kafka's calcCompletionTimesAndReturnSessionLifetimeMs);
+        # only v1+ clients are told when, so older ones are simply disconnected then.
+        lifetime = self.listener.reauth_ms
         self.expires_at_ms = self._clock_ms() + lifetime if lifetime > 0 else None
-        return Answer(auth_bytes=final, session_lifetime_ms=lifetime)
+        return Answer(auth_bytes=final, session_lifetime_ms=lifetime if version >= 1 else 0)

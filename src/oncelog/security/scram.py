@@ -12,7 +12,8 @@ ServerKey = HMAC(SaltedPassword, "Server Key") lets it prove itself. `ScramServe
 The client proof is ClientKey XOR HMAC(StoredKey, AuthMessage); the server recovers ClientKey from it
 and checks H(ClientKey) == StoredKey. An unknown user is answered like a wrong password, after the same
 work (a dummy credential), so the exchange does not tell which names exist. Channel binding is not
-offered (`n,,`), as in Kafka; the `tokenauth` extension (delegation tokens) is refused.
+offered (`n,,`), as in Kafka, and the client-final `c=` must echo the GS2 header; extensions are ignored
+except `tokenauth=true` (delegation tokens), which is refused.
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def _unescape_name(name: str) -> str:
     return name.replace("=2C", ",").replace("=3D", "=")
 
 
+_DUMMY_SECRET = os.urandom(32)
+_DUMMIES: dict[str, ScramCredential] = {}
+
+
+def _dummy_credential(mechanism: str, user: str) -> ScramCredential:
+    """Keys nobody knows, made once per mechanism; the salt is derived from the name with a secret of this
+    process, so repeated attempts for one unknown name see one salt, as for a real user."""
+    if mechanism not in _DUMMIES:
+        _DUMMIES[mechanism] = make_credential(mechanism, secrets.token_hex(32))
+    salt = hmac.new(_DUMMY_SECRET, user.encode(), "sha256").digest()
+    dummy = _DUMMIES[mechanism]
+    return ScramCredential(mechanism, salt, dummy.iterations, dummy.stored_key, dummy.server_key)
+
+
 class ScramServer:
     """One SCRAM exchange. `lookup(user)` gives the user's credential for this mechanism, or None."""
 
@@ -101,28 +116,30 @@ class ScramServer:
         self._server_first = ""
         self._credential: ScramCredential | None = None
         self._known = False
+        self._gs2_header = ""
 
     def first(self, message: bytes) -> bytes:
         text = message.decode("utf-8", "strict")
-        gs2, sep, bare = text.partition(",,")
-        if not sep or (gs2 not in ("n", "y") and not gs2.startswith("n,a=") and not gs2.startswith("y,a=")):
+        flag, comma, rest = text.partition(",")
+        authorization, comma2, bare = rest.partition(",")
+        if not comma or not comma2 or flag not in ("n", "y") or (authorization and not authorization.startswith("a=")):
             raise ScramError("channel binding is not supported; the client-first message must start with n,,")
-        attributes = _attributes(bare)
-        if "n" not in attributes or "r" not in attributes or not attributes["r"]:
+        self._gs2_header = f"{flag},{authorization},"
+        parts = bare.split(",")
+        if len(parts) < 2 or not parts[0].startswith("n=") or not parts[1].startswith("r=") or len(parts[1]) < 3:
             raise ScramError("the client-first message needs n= and r=")
-        extensions = set(attributes) - {"n", "r"}
-        if extensions:
-            raise ScramError(f"unsupported SCRAM extensions: {', '.join(sorted(extensions))}")
-        self.user = _unescape_name(attributes["n"])
-        authorization_id = gs2.partition("a=")[2]
-        if authorization_id and _unescape_name(authorization_id) != self.user:
+        extensions = dict(part.partition("=")[::2] for part in parts[2:])
+        if extensions.get("tokenauth", "").lower() == "true":  # Kafka's delegation tokens: not served
+            raise ScramError("delegation token authentication is not supported")
+        self.user = _unescape_name(parts[0][2:])
+        if authorization and _unescape_name(authorization[2:]) != self.user:
             raise ScramError("the authorization id must be the user name")
         credential = self._lookup(self.user)
         self._known = credential is not None
-        # An unknown user gets a convincing exchange and a failure at the end, like a wrong password.
-        self._credential = credential or make_credential(self.mechanism, secrets.token_hex(16),
-                                                          salt=hashlib.sha256(self.user.encode()).digest())
-        self._nonce = attributes["r"] + secrets.token_urlsafe(24)
+        # An unknown user gets a convincing exchange (a per-user salt that stays the same, no extra work)
+        # and fails at the end like a wrong password.
+        self._credential = credential or _dummy_credential(self.mechanism, self.user)
+        self._nonce = parts[1][2:] + secrets.token_urlsafe(24)
         self._client_first_bare = bare
         self._server_first = f"r={self._nonce},s={_b64(self._credential.salt)},i={self._credential.iterations}"
         return self._server_first.encode()
@@ -139,6 +156,8 @@ class ScramServer:
         # versions send the client nonce twice); the proof still covers the exact text the client sent.
         if not attributes.get("r", "").endswith(self._nonce):
             raise ScramError("invalid nonce")
+        if attributes.get("c") != _b64(self._gs2_header.encode()):  # RFC 5802 5.1: the GS2 header, echoed
+            raise ScramError("invalid channel binding")
         try:
             proof = base64.b64decode(proof_text, validate=True)
         except ValueError as error:

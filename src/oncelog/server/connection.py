@@ -180,15 +180,20 @@ class Connection(asyncio.Protocol):
                 logger.info("peer=%s TLS handshake on listener %s failed: %s%s", self.peer, self._listener,
                             safe(error), hint)
             raw.abort()
+            self.connection_lost(error)  # asyncio's TLS layer does not tell us during a handshake
             return
         if transport is None or self._closing:
+            raw.abort()
+            self.connection_lost(None)
             return
         self._transport = transport
         try:
             self.principal = peer_principal(tls, transport.get_extra_info("ssl_object"))
-        except NoMatchingRule as error:
-            logger.info("peer=%s on listener %s refused: %s", self.peer, self._listener, safe(error))
+        except Exception as error:  # NoMatchingRule, or a certificate the rules cannot read
+            reason = error if isinstance(error, NoMatchingRule) else f"cannot name its principal: {error!r}"
+            logger.info("peer=%s on listener %s refused: %s", self.peer, self._listener, safe(reason))
             transport.abort()
+            self.connection_lost(None)
             return
         self._awaiting_tls = False
         self._serve(b"")
@@ -253,7 +258,7 @@ class Connection(asyncio.Protocol):
         return not self._queue and self._decoder.buffered_bytes == 0
 
     def _may_take(self) -> bool:
-        return (not self._stopping and not self._closing and not self._muted_by_fetch
+        return (not self._stopping and not self._closing and not self._close_requested and not self._muted_by_fetch
                 and len(self._queue) < self._in_flight_max and self._unsent_bytes() < CONNECTION_UNSENT_BYTES_MAX)
 
     def _unsent_bytes(self) -> int:
@@ -311,18 +316,17 @@ class Connection(asyncio.Protocol):
         context = RequestContext(self._broker, api_key, api_version, correlation_id, header.client_id, self.peer,
                                  self._listener, session, self.principal)
         mutes = api_key == FETCH_KEY
-        check = REQUEST_CHECKS.get(api_key) if self._broker.authorizer.config.enabled else None
-        refused = check(context, request) if check is not None else None
-        if refused is not None:  # the ACLs refuse the request as a whole (handlers/authorization.py)
-            response = api.error_response(api_version, request, refused)
-            return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
-        group_ids = GROUP_IDS.get(api_key)
-        if group_ids is not None:
-            problem = self._broker.group_gate(group_ids(request))
+        try:
+            check = REQUEST_CHECKS.get(api_key) if self._broker.authorizer.config.enabled else None
+            refused = check(context, request) if check is not None else None
+            if refused is not None:  # the ACLs refuse the request as a whole (handlers/authorization.py)
+                response = api.error_response(api_version, request, refused)
+                return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
+            group_ids = GROUP_IDS.get(api_key)
+            problem = self._broker.group_gate(group_ids(request)) if group_ids is not None else None
             if problem is not None:  # another broker coordinates these groups, or they are still loading
                 response = api.error_response(api_version, request, problem)
                 return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
-        try:
             outcome = api.handle(context, request)
             if session is not None and api_key in (SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY):
                 return self._after_sasl(session, context, outcome)

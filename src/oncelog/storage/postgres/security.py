@@ -113,8 +113,10 @@ class PostgresSecurityStore:
                         async for _notify in connection.notifies(timeout=REFRESH_S):
                             await self.refresh()
                         await self.refresh()
-            except (psycopg.Error, OSError) as error:
-                logger.warning("security listener lost the database (%s); retrying", error)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # never give up: a broker that stopped listening would miss revocations
+                logger.warning("security listener failed (%r); retrying", error)
                 await asyncio.sleep(1.0)
 
     # --- changes ------------------------------------------------------------------------------------------
@@ -131,13 +133,13 @@ class PostgresSecurityStore:
 
             try:
                 result = await self._locked(in_transaction)
-            except psycopg.Error as error:
+            except Exception as error:  # psycopg's, or anything else: the request is answered, never left hanging
                 completion.resolve(OSError(f"the database refused the change: {error}"))
                 return
             try:
                 await self.refresh()
-            except psycopg.Error as error:  # stored; our cache catches up on the next notification
-                logger.warning("reloading security state after a change failed: %s", error)
+            except Exception as error:  # stored; our cache catches up on the next notification
+                logger.warning("reloading security state after a change failed: %r", error)
             completion.resolve(result)
 
         asyncio.get_running_loop().create_task(run())
