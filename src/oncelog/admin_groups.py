@@ -69,7 +69,7 @@ def _describe(client: KafkaClient, group_id: str) -> str:
     return "\n\n".join(lines)
 
 
-def _reset(client: KafkaClient, group_id: str, topic: str, target: str, offset: int | None) -> str:
+def _reset(client: KafkaClient, group_id: str, topic: str, target: str, offset: int | None, execute: bool) -> str:
     group = _describe_group(client, group_id)
     if group.group_state not in ("Empty", "Dead"):
         raise ClientError(f"group {group_id} is {group.group_state}: offsets can only be reset for an empty group "
@@ -87,6 +87,9 @@ def _reset(client: KafkaClient, group_id: str, topic: str, target: str, offset: 
             new[partition] = min(max(value, earliest[partition]), latest[partition])
     else:
         new = _offsets(client, topic, count, EARLIEST if target == "earliest" else LATEST)
+    plan = table(["TOPIC", "PARTITION", "NEW OFFSET"], [(topic, p, o) for p, o in sorted(new.items())])
+    if not execute:
+        return plan + "\nnothing changed: add --execute to apply these offsets"
     response = client.request(OFFSET_COMMIT, 8, {
         "group_id": group_id, "generation_id_or_member_epoch": -1, "member_id": "", "group_instance_id": None,
         "topics": [{"name": topic, "partitions": [
@@ -96,7 +99,7 @@ def _reset(client: KafkaClient, group_id: str, topic: str, target: str, offset: 
               for t in response.topics for p in t.partitions if p.error_code != 0]
     if errors:
         raise ClientError("reset failed: " + "; ".join(errors))
-    return table(["TOPIC", "PARTITION", "NEW OFFSET"], [(topic, p, o) for p, o in sorted(new.items())])
+    return plan
 
 
 def run_groups(args: argparse.Namespace) -> int:
@@ -107,6 +110,6 @@ def run_groups(args: argparse.Namespace) -> int:
             output = _describe(client, args.group)
         else:
             target = "earliest" if args.to_earliest else "latest" if args.to_latest else "offset"
-            output = _reset(client, args.group, args.topic, target, args.to_offset)
+            output = _reset(client, args.group, args.topic, target, args.to_offset, args.execute)
     print(output)
     return 0

@@ -78,8 +78,9 @@ def _topics_parser(subparsers: Any) -> None:
 
 
 def _with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
-                        help=f"broker address (default {DEFAULT_BOOTSTRAP})")
+    parser.add_argument("--bootstrap", "--bootstrap-server", dest="bootstrap", default=DEFAULT_BOOTSTRAP,
+                        metavar="HOST:PORT", help=f"broker address (default {DEFAULT_BOOTSTRAP}; --bootstrap-server, "
+                        "Kafka tools' spelling, works too)")
     parser.add_argument("--command-config", type=Path, default=None, metavar="FILE",
                         help="client properties for a secured listener, as Kafka's tools take them: "
                         "security.protocol, ssl.ca.location, sasl.mechanism, sasl.username, sasl.password")
@@ -101,6 +102,9 @@ def _groups_parser(subparsers: Any) -> None:
     target.add_argument("--to-earliest", action="store_true", help="the log start offset of each partition")
     target.add_argument("--to-latest", action="store_true", help="the high watermark of each partition")
     target.add_argument("--to-offset", type=int, metavar="N", help="offset N in every partition (clamped to the log)")
+    reset.add_argument("--execute", action="store_true",
+                       help="apply the new offsets; without it the plan is printed and nothing changes (as Kafka's "
+                       "kafka-consumer-groups --reset-offsets)")
 
 
 def _transactions_parser(subparsers: Any) -> None:

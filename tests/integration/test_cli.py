@@ -119,9 +119,14 @@ def test_groups_and_producers_commands(tmp_path: Path) -> None:
                           "--bootstrap", bootstrap)
         assert refused.returncode == 1 and "empty group" in refused.stderr
         consumer.close()
+        plan = oncelog("groups", "reset-offsets", "billing", "--topic", "events", "--to-offset", "3",
+                       "--bootstrap-server", bootstrap)
+        assert plan.returncode == 0 and "nothing changed: add --execute" in plan.stdout, plan.stderr
+        unchanged = oncelog("groups", "describe", "billing", "--bootstrap", bootstrap).stdout
+        assert [line.split()[2] for line in unchanged.splitlines() if line.startswith("events")] != ["3", "3"]
         reset = oncelog("groups", "reset-offsets", "billing", "--topic", "events", "--to-offset", "3",
-                        "--bootstrap", bootstrap)
-        assert reset.returncode == 0, reset.stderr
+                        "--bootstrap", bootstrap, "--execute")
+        assert reset.returncode == 0 and "nothing changed" not in reset.stdout, reset.stderr
         after = oncelog("groups", "describe", "billing", "--bootstrap", bootstrap).stdout
         assert [line.split()[2] for line in after.splitlines() if line.startswith("events")] == ["3", "3"]
 
