@@ -37,6 +37,7 @@ from oncelog.coordinator.transaction.coordinator import (
 from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
+from oncelog.observability.metrics import BrokerMetrics
 from oncelog.security.acl import Authorizer
 from oncelog.security.settings import authorizer_config
 from oncelog.security.store import LocalSecurityStore, SecurityStore
@@ -133,6 +134,8 @@ class Broker:
             self.transactions = shared.transactions
         self.authorizer = Authorizer(authorizer_config(config.security_properties))
         """ACL checks; allows everything unless `authorizer.class.name` is set."""
+        self.metrics = BrokerMetrics()
+        """Prometheus counters and histograms (served by the server's HTTP listener, if any)."""
         self.security: SecurityStore | None = None
         """ACLs and SCRAM credentials, durable: the data directory, or the database on shared storage."""
         self.scheduler: Scheduler

@@ -50,6 +50,9 @@ def _serve_parser(subparsers: Any) -> None:
                        "PostgreSQL database between brokers (the schema is created and migrated by oncelog)")
     serve.add_argument("--broker-id", type=int, default=None, metavar="N",
                        help="this broker's id (broker.id; default 1); unique among brokers sharing --storage")
+    serve.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                       help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (http.port; 0 picks a free "
+                       "port; http.host to bind elsewhere)")
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help="a server.properties file")
     serve.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE",
@@ -194,7 +197,7 @@ def serve_config(args: argparse.Namespace) -> BrokerConfig:
     properties = load_properties(args.config) if args.config else {}
     properties.update(_key_values(args.override, "--override"))
     return broker_config(properties, host=args.host, port=args.port, data_dir=args.data_dir, storage=args.storage,
-                         node_id=args.broker_id)
+                         node_id=args.broker_id, http_port=args.http_port)
 
 
 async def _serve(config: BrokerConfig) -> None:
@@ -211,6 +214,8 @@ async def _serve(config: BrokerConfig) -> None:
         bound = f"{endpoint.host or '0.0.0.0'}:{server.bound_ports[endpoint.name]}"
         suffix = "" if len(config.listeners) == 1 else f" ({endpoint.name}, advertised as {host}:{port})"
         print(f"oncelog listening on {bound}{suffix}", flush=True)
+    if server.http_port >= 0:
+        print(f"oncelog metrics on http://{config.http_host}:{server.http_port}/metrics", flush=True)
     await stop.wait()
     logging.getLogger("oncelog").info("shutting down")
     await server.stop()

@@ -115,6 +115,9 @@ class BrokerConfig:
     """Where partitions live: "local" (files in data_dir) or a postgresql:// URL shared by many brokers."""
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
+    http_port: int = -1
+    """The HTTP listener (`/metrics`): -1 off, 0 a free port."""
+    http_host: str = "127.0.0.1"
 
     @property
     def security_properties(self) -> dict[str, str]:
@@ -151,6 +154,8 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "advertised.listeners": ("advertised_listeners", lambda v: parse_endpoints(v, "advertised.listeners")),
     "listener.security.protocol.map": ("listener_security_protocol_map", str),
     "storage": ("storage", str),
+    "http.port": ("http_port", _INT),
+    "http.host": ("http_host", str),
     "broker.heartbeat.interval.ms": ("broker_heartbeat_interval_ms", _INT),
     "broker.session.timeout.ms": ("broker_session_timeout_ms", _INT),
     "log.dir": ("data_dir", Path),
@@ -243,6 +248,7 @@ def _validate(config: BrokerConfig) -> None:
         (config.max_broker_partitions >= 1, "max.broker.partitions must be at least 1"),
         (config.storage == "local" or config.storage.startswith(("postgresql://", "postgres://")),
          "storage must be 'local' or a postgresql:// URL"),
+        (-1 <= config.http_port <= 65535, "http.port must be -1 (off), 0 (a free port) or a port number"),
         (0 < config.broker_heartbeat_interval_ms < config.broker_session_timeout_ms,
          "broker.heartbeat.interval.ms must be positive and below broker.session.timeout.ms"),
         (config.offsets_topic_segment_bytes >= config.message_max_bytes,

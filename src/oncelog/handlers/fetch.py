@@ -88,6 +88,7 @@ def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> An
         responses = []
         total = 0
         waiting_on: list[PartitionKey] = []
+        served_by_topic: dict[str, int] = {}
         position = 0
         for topic in request.topics:
             partitions = []
@@ -97,7 +98,10 @@ def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> An
                 if entry is None:
                     data = next(found)
                     entry = _entry(partition.partition, data)
-                    total += len(data.records or b"")
+                    served = len(data.records or b"")
+                    total += served
+                    if served:
+                        served_by_topic[topic.topic] = served_by_topic.get(topic.topic, 0) + served
                     if data.error != ErrorCode.unknown_topic_or_partition:
                         waiting_on.append((topic.topic, partition.partition))
                 partitions.append(entry)
@@ -105,6 +109,8 @@ def _respond(context: RequestContext, request: Any, deadline_passed: bool) -> An
         wait_ms = min(duration_ms(request.max_wait), context.broker.config.fetch_max_wait_ms_max)
         if not deadline_passed and total < int(request.min_bytes) and wait_ms > 0 and waiting_on:
             return AwaitData(waiting_on, wait_ms, lambda passed: _respond(context, request, passed))
+        for name, served in served_by_topic.items():  # counted once the bytes are really answered
+            context.broker.metrics.served(name, served)
         return build_response(
             API_KEY,
             context.api_version,

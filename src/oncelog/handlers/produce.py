@@ -156,8 +156,11 @@ def handle(context: RequestContext, request: Any) -> Any:
         topics.append({"name": topic_data.name, "partition_responses": partitions})
 
     def respond(results: list[AppendResult]) -> Any:
-        for waiting, result in zip(pending, results, strict=True):
+        metrics = broker.metrics
+        for waiting, append, result in zip(pending, appends, results, strict=True):
             entry = waiting.entry
+            if isinstance(result, Appended) and not result.duplicate:
+                metrics.appended(append.topic, len(append.records), append.header.record_count)
             if isinstance(result, Appended):
                 entry["base_offset"] = result.base_offset
                 entry["log_start_offset"] = result.log_start_offset

@@ -22,6 +22,7 @@ from oncelog.config import BrokerConfig
 from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
+from oncelog.observability.http import HttpListener
 from oncelog.security.sasl import ListenerSasl
 from oncelog.security.settings import SecurityConfigError, listener_sasl, unauthenticated_exposure
 from oncelog.security.tls import ListenerTls, server_context
@@ -118,6 +119,9 @@ class BrokerServer:
         """The first listener's bound port (the one `oncelog serve` prints)."""
         self.bound_ports: dict[str, int] = {}
         self._tls: dict[str, ListenerTls] = {}
+        self.http: HttpListener | None = None
+        self.http_port = -1
+        """The HTTP listener's bound port (-1: off)."""
         self._sasl: dict[str, ListenerSasl] = {}
 
     async def start(self) -> None:
@@ -167,6 +171,17 @@ class BrokerServer:
                                                 self.config.security_properties, endpoint.name)
             if exposure is not None:
                 logger.warning("%s", exposure)
+        if self.config.http_port >= 0:
+            broker.metrics.watch(broker, lambda: len(self._connections))
+            self.http = HttpListener(broker.metrics)
+            try:
+                self.http_port = await self.http.start(self.config.http_host, self.config.http_port)
+            except OSError as error:
+                for started in self._servers:
+                    started.close()
+                raise ListenError(f"cannot serve HTTP on {self.config.http_host}:{self.config.http_port}: "
+                                  f"{error.strerror or error}; pick another --http-port") from error
+            logger.info("metrics on http://%s:%d/metrics", self.config.http_host, self.http_port)
         if self._shared is not None:
             try:
                 await self._shared.registry.open(dict(broker.advertised))
@@ -252,6 +267,8 @@ class BrokerServer:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        if self.http is not None:
+            await self.http.stop()
         # Read no more requests; answer those taken (parked fetches are woken and answer now).
         for connection in list(self._connections):
             connection.stop_reading()

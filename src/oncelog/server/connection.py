@@ -270,7 +270,13 @@ class Connection(asyncio.Protocol):
             frame = self._decoder.next_frame()
             if frame is None:
                 break
+            timed = self._request_timer(frame)
             entry = self._dispatch(frame)
+            if timed is not None:
+                if entry.task is None:
+                    timed()
+                else:
+                    entry.task.add_done_callback(lambda _task, timed=timed: timed())  # type: ignore[misc]
             self._queue.append(entry)
             if entry.mutes:
                 self._muted_by_fetch += 1
@@ -293,6 +299,16 @@ class Connection(asyncio.Protocol):
         elif not want and self._reading:
             self._reading = False
             self._transport.pause_reading()
+
+    def _request_timer(self, frame: bytes) -> Callable[[], None] | None:
+        """Count the request and return what records its latency once answered (None: not a request)."""
+        if (self._session is not None and self._session.raw_tokens) or len(frame) < 8:
+            return None
+        api_key, api_version, _correlation_id = peek_header(frame)
+        api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
+        if api is None:
+            return None
+        return self._broker.metrics.observe_request(api.name, api_version, time.perf_counter())
 
     def _dispatch(self, frame: bytes) -> _Entry:
         """Handle one request synchronously; raises ProtocolError or _Close to drop the connection."""
@@ -387,6 +403,7 @@ class Connection(asyncio.Protocol):
 
     def _failed(self, api: ApiHandler, context: RequestContext, request: Any) -> bytes:
         """A handler raised: log it (rate-limited) and answer UNKNOWN_SERVER_ERROR, as Kafka does."""
+        self._broker.metrics.failures.labels(api.name).inc()
         suppressed = _handler_errors.allow((api.api_key, self.peer))
         if suppressed is not None:
             logger.error("peer=%s %s v%d failed (%d more since the last report)", self.peer, api.name,

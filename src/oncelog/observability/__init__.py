@@ -1,0 +1,1 @@
+"""Seeing inside a running broker: Prometheus metrics over HTTP."""
