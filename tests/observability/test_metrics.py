@@ -71,3 +71,23 @@ def test_only_get_metrics_is_served(broker: EmbeddedBroker) -> None:
     with pytest.raises(urllib.error.HTTPError) as posted:
         urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", data=b"x", method="POST"), timeout=5)
     assert posted.value.code == 405
+
+
+def test_the_example_dashboard_asks_only_for_metrics_the_broker_serves(broker: EmbeddedBroker) -> None:
+    import json
+    import re
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "d", "log_level": 0})
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    producer.produce("dashboard", b"x", partition=0)
+    producer.commit_transaction(10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.server.http_port}/metrics", timeout=10) as response:
+        families = list(text_string_to_metric_families(response.read().decode()))
+    # Sample names, and declared counters that have not counted anything yet (no failure so far).
+    served = {sample.name for family in families for sample in family.samples}
+    served |= {f"{family.name}_total" for family in families if family.type == "counter"}
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    wanted = {name for expr in expressions for name in re.findall(r"\boncelog_[a-z_]+", expr)}
+    assert wanted and wanted <= served, sorted(wanted - served)
