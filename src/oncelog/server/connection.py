@@ -152,6 +152,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._close_requested = False
         self.peer = "?"
+        self._peer_host = "?"
         self.last_active = time.monotonic()
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -162,6 +163,8 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._peer_host = str(peer[0]) if isinstance(peer, tuple) else self.peer
+        """Log lines about failures are limited per client host and listener: clients retry from new ports."""
         if self._tls is not None:
             transport.pause_reading()  # until the handshake: no plaintext may reach the decoder
             self._first_bytes = False
@@ -173,7 +176,7 @@ class Connection(asyncio.Protocol):
                 raw, self, tls.context, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
         except (OSError, TimeoutError, ConnectionError) as error:
             # Clients retry a failed handshake every few hundred ms: one line per host and listener a minute.
-            if _protocol_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+            if _protocol_errors.allow((self._peer_host, self._listener)) is not None:
                 hint = (" (it did not speak TLS: configure the client with security.protocol=SSL or SASL_SSL)"
                         if isinstance(error, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(error)
                         else " (no handshake in time)" if isinstance(error, TimeoutError) else "")
@@ -205,7 +208,7 @@ class Connection(asyncio.Protocol):
         if self._first_bytes:
             self._first_bytes = False
             if data.startswith(TLS_RECORD_START):
-                if _protocol_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+                if _protocol_errors.allow((self._peer_host, self._listener)) is not None:
                     logger.info("peer=%s sent a TLS handshake to plaintext listener %s: configure the client with "
                                 "security.protocol=PLAINTEXT, or connect it to a TLS listener", self.peer,
                                 self._listener)
@@ -270,13 +273,7 @@ class Connection(asyncio.Protocol):
             frame = self._decoder.next_frame()
             if frame is None:
                 break
-            timed = self._request_timer(frame)
             entry = self._dispatch(frame)
-            if timed is not None:
-                if entry.task is None:
-                    timed()
-                else:
-                    entry.task.add_done_callback(lambda _task, timed=timed: timed())  # type: ignore[misc]
             self._queue.append(entry)
             if entry.mutes:
                 self._muted_by_fetch += 1
@@ -300,28 +297,29 @@ class Connection(asyncio.Protocol):
             self._reading = False
             self._transport.pause_reading()
 
-    def _request_timer(self, frame: bytes) -> Callable[[], None] | None:
-        """Count the request and return what records its latency once answered (None: not a request)."""
-        if (self._session is not None and self._session.raw_tokens) or len(frame) < 8:
-            return None
-        api_key, api_version, _correlation_id = peek_header(frame)
-        api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
-        if api is None:
-            return None
-        return self._broker.metrics.observe_request(api.name, api_version, time.perf_counter())
-
     def _dispatch(self, frame: bytes) -> _Entry:
-        """Handle one request synchronously; raises ProtocolError or _Close to drop the connection."""
+        """Handle one request synchronously, counted and timed (metrics); raises ProtocolError or _Close to
+        drop the connection."""
         if self._session is not None and self._session.raw_tokens:
             return self._raw_token(self._session, frame)
         api_key, api_version, correlation_id = peek_header(frame)
         api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
         if api is None:
             raise ProtocolError(f"unknown API key {api_key}")
+        answered = self._broker.metrics.observe_request(api.name, api_version, time.perf_counter())
         if not api.version_min <= api_version <= api.version_max:
             if api_key == API_VERSIONS_KEY and api_version > api.version_max:
+                answered()
                 return _Entry(unsupported_version_response(correlation_id), None, False)
             raise ProtocolError(f"unsupported {api.name} version {api_version}")
+        entry = self._handle(api, frame, api_key, api_version, correlation_id)
+        if entry.task is None:
+            answered()
+        else:
+            entry.task.add_done_callback(lambda _task: answered())
+        return entry
+
+    def _handle(self, api: ApiHandler, frame: bytes, api_key: int, api_version: int, correlation_id: int) -> _Entry:
         session = self._session
         if session is not None:
             self._check_session(session, api, api_key)
@@ -366,7 +364,7 @@ class Connection(asyncio.Protocol):
             why = f"{api.name} after its session expired (connections.max.reauth.ms) without re-authenticating"
         else:
             return
-        if _auth_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+        if _auth_errors.allow((self._peer_host, self._listener)) is not None:
             logger.info("peer=%s on listener %s sent %s; closing", self.peer, self._listener, why)
         raise _Close()
 
@@ -382,7 +380,7 @@ class Connection(asyncio.Protocol):
 
     def _sasl_outcome(self, session: SaslSession, response: bytes | None) -> _Entry:
         if session.state is SaslState.FAILED:
-            if _auth_errors.allow((self.peer.rpartition(":")[0], self._listener)) is not None:
+            if _auth_errors.allow((self._peer_host, self._listener)) is not None:
                 logger.info("peer=%s authentication failed on listener %s: %s", self.peer, self._listener,
                             safe(session.failure))
             delay_s = session.listener.failed_delay_ms / 1000  # KIP-306: a brake on guessing passwords
