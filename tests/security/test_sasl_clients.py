@@ -5,22 +5,18 @@ connection may not do."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import struct
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import kafka
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ScramCredentialInfo,
@@ -33,6 +29,7 @@ from oncelog.client_security import ClientSecurity
 from oncelog.logs import RateLimited
 from oncelog.protocol.codec import build_request, encode_request
 
+from . import roundtrip
 from .conftest import Pki, TlsBroker
 
 QUIET = {"log_level": 0}
@@ -44,62 +41,26 @@ def _confluent(pki: Pki, protocol: str, mechanism: str, user: str, password: str
     return {**config, "ssl.ca.location": str(pki.ca_file)} if protocol == "SASL_SSL" else config
 
 
-def _transactional_roundtrip(bootstrap: str, config: dict[str, Any], topic: str) -> list[bytes]:
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4()}", **config})
-    producer.init_transactions(15)
-    producer.begin_transaction()
-    producer.produce(topic, b"aborted", partition=0)
-    producer.abort_transaction(15)
-    producer.begin_transaction()
-    for index in range(3):
-        producer.produce(topic, f"v{index}".encode(), partition=0)
-    producer.commit_transaction(15)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4()}", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", **config})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    values: list[bytes] = []
-    deadline = time.monotonic() + 20
-    while len(values) < 3 and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and message.error() is None:
-            values.append(message.value() or b"")
-    consumer.close()
-    return values
-
-
 @pytest.mark.timeout(60)
 def test_confluent_kafka_scram_sha_512_over_sasl_ssl(sasl_broker: TlsBroker, pki: Pki) -> None:
     config = _confluent(pki, "SASL_SSL", "SCRAM-SHA-512", "alice", "alice-secret")
-    assert _transactional_roundtrip(sasl_broker.address("SASL_SSL"), config, "scram-c") == [b"v0", b"v1", b"v2"]
+    assert roundtrip.confluent_kafka(sasl_broker.address("SASL_SSL"), config, "scram-c") == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
 def test_confluent_kafka_plain_over_sasl_plaintext(sasl_broker: TlsBroker, pki: Pki) -> None:
     config = _confluent(pki, "SASL_PLAINTEXT", "PLAIN", "carol", "carol-secret")
-    assert _transactional_roundtrip(sasl_broker.address("SASL_PLAINTEXT"), config, "plain-c") == [b"v0", b"v1", b"v2"]
+    assert roundtrip.confluent_kafka(sasl_broker.address("SASL_PLAINTEXT"), config, "plain-c") == roundtrip.EXPECTED
 
 
-def _kafka_python_roundtrip(bootstrap: str, settings: dict[str, Any], topic: str) -> list[bytes]:
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4()}", **settings)
-    producer.init_transactions()
-    producer.begin_transaction()
-    for index in range(3):
-        producer.send(topic, f"v{index}".encode(), partition=0)
-    producer.commit_transaction()
-    producer.close()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                   auto_offset_reset="earliest", consumer_timeout_ms=10_000, **settings)
-    consumer.assign([kafka.TopicPartition(topic, 0)])
-    values = [message.value for _index, message in zip(range(3), consumer, strict=False)]
-    consumer.close()
-    return values
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(("listener", "mechanism", "user", "password"), [
+SASL_CASES = pytest.mark.parametrize(("listener", "mechanism", "user", "password"), [
     ("SASL_SSL", "SCRAM-SHA-512", "alice", "alice-secret"),
     ("SASL_PLAINTEXT", "PLAIN", "carol", "carol-secret"),
 ])
+
+
+@pytest.mark.timeout(60)
+@SASL_CASES
 def test_kafka_python_transactions_over_sasl(sasl_broker: TlsBroker, pki: Pki, listener: str, mechanism: str,
                                              user: str, password: str) -> None:
     settings: dict[str, Any] = {"security_protocol": listener, "sasl_mechanism": mechanism,
@@ -107,43 +68,19 @@ def test_kafka_python_transactions_over_sasl(sasl_broker: TlsBroker, pki: Pki, l
     if listener == "SASL_SSL":
         settings["ssl_cafile"] = str(pki.ca_file)
     topic = f"kp-{mechanism.lower()}"
-    assert _kafka_python_roundtrip(sasl_broker.address(listener), settings, topic) == [b"v0", b"v1", b"v2"]
+    assert roundtrip.kafka_python(sasl_broker.address(listener), settings, topic) == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("listener", "mechanism", "user", "password"), [
-    ("SASL_SSL", "SCRAM-SHA-512", "alice", "alice-secret"),
-    ("SASL_PLAINTEXT", "PLAIN", "carol", "carol-secret"),
-])
+@SASL_CASES
 def test_aiokafka_transactions_over_sasl(sasl_broker: TlsBroker, pki: Pki, listener: str, mechanism: str,
                                          user: str, password: str) -> None:
-    bootstrap = sasl_broker.address(listener)
     settings: dict[str, Any] = {"security_protocol": listener, "sasl_mechanism": mechanism,
                                 "sasl_plain_username": user, "sasl_plain_password": password}
     if listener == "SASL_SSL":
         settings["ssl_context"] = create_ssl_context(cafile=str(pki.ca_file))
     topic = f"aio-{mechanism.lower()}"
-
-    async def run() -> list[bytes]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4()}", **settings)
-        await producer.start()
-        try:
-            async with producer.transaction():
-                for index in range(3):
-                    await producer.send(topic, f"v{index}".encode(), partition=0)
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                    auto_offset_reset="earliest", **settings)
-        await consumer.start()
-        try:
-            consumer.assign([kafka.TopicPartition(topic, 0)])
-            batches = await consumer.getmany(timeout_ms=10_000, max_records=3)
-            return [message.value or b"" for messages in batches.values() for message in messages]
-        finally:
-            await consumer.stop()
-
-    assert asyncio.run(run()) == [b"v0", b"v1", b"v2"]
+    assert roundtrip.aiokafka(sasl_broker.address(listener), settings, topic) == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
@@ -159,7 +96,7 @@ def test_scram_users_managed_through_kafkas_admin_api(sasl_broker: TlsBroker, pk
         [(ScramMechanism.SCRAM_SHA_256, 8192)]
     assert [i.mechanism for i in described["alice"].scram_credential_infos] == [ScramMechanism.SCRAM_SHA_512]
     config = _confluent(pki, "SASL_SSL", "SCRAM-SHA-256", "dave", "dave-secret")
-    assert _transactional_roundtrip(sasl_broker.address("SASL_SSL"), config, "dave") == [b"v0", b"v1", b"v2"]
+    assert roundtrip.confluent_kafka(sasl_broker.address("SASL_SSL"), config, "dave") == roundtrip.EXPECTED
     too_few = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 1000)
     with pytest.raises(KafkaException, match="iterations"):
         admin.alter_user_scram_credentials([UserScramCredentialUpsertion("erin", too_few, b"x")])["erin"].result(15)

@@ -3,7 +3,6 @@ with each client, client certificates, and the wrong protocol on either side fai
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
@@ -13,15 +12,14 @@ import time
 import uuid
 from typing import Any
 
-import kafka
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from oncelog.logs import RateLimited
 
+from . import roundtrip
 from .conftest import Pki, TlsBroker
 
 QUIET = {"log_level": 0}
@@ -32,82 +30,21 @@ def _confluent_tls(pki: Pki) -> dict[str, Any]:
     return {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca_file), **QUIET}
 
 
-def _read_committed(bootstrap: str, topic: str, count: int, config: dict[str, Any]) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4()}", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed", **config})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    values: list[bytes] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(values) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                values.append(message.value() or b"")
-    finally:
-        consumer.close()
-    return values
-
-
 @pytest.mark.timeout(60)
 def test_confluent_kafka_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
-    bootstrap = tls_broker.address("SSL")
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "tls-confluent", **_confluent_tls(pki)})
-    producer.init_transactions(15)
-    producer.begin_transaction()
-    producer.produce("tls-c", b"aborted", partition=0)
-    producer.abort_transaction(15)
-    producer.begin_transaction()
-    for index in range(3):
-        producer.produce("tls-c", f"v{index}".encode(), partition=0)
-    producer.commit_transaction(15)
-    assert _read_committed(bootstrap, "tls-c", 3, _confluent_tls(pki)) == [b"v0", b"v1", b"v2"]
+    assert roundtrip.confluent_kafka(tls_broker.address("SSL"), _confluent_tls(pki), "tls-c") == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
 def test_kafka_python_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
-    bootstrap = tls_broker.address("SSL")
     tls = {"security_protocol": "SSL", "ssl_cafile": str(pki.ca_file)}
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, transactional_id="tls-kafka-python", **tls)
-    producer.init_transactions()
-    producer.begin_transaction()
-    for index in range(3):
-        producer.send("tls-k", f"v{index}".encode(), partition=0)
-    producer.commit_transaction()
-    producer.close()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                   auto_offset_reset="earliest", consumer_timeout_ms=10_000, **tls)
-    consumer.assign([kafka.TopicPartition("tls-k", 0)])
-    values = [message.value for _index, message in zip(range(3), consumer, strict=False)]
-    consumer.close()
-    assert values == [b"v0", b"v1", b"v2"]
+    assert roundtrip.kafka_python(tls_broker.address("SSL"), tls, "tls-k") == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
 def test_aiokafka_transactions_through_tls(tls_broker: TlsBroker, pki: Pki) -> None:
-    bootstrap = tls_broker.address("SSL")
-
-    async def run() -> list[bytes]:
-        context = create_ssl_context(cafile=str(pki.ca_file))
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="tls-aiokafka",
-                                    security_protocol="SSL", ssl_context=context)
-        await producer.start()
-        try:
-            async with producer.transaction():
-                for index in range(3):
-                    await producer.send("tls-a", f"v{index}".encode(), partition=0)
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                    auto_offset_reset="earliest", security_protocol="SSL", ssl_context=context)
-        await consumer.start()
-        try:
-            consumer.assign([kafka.TopicPartition("tls-a", 0)])
-            batches = await consumer.getmany(timeout_ms=10_000, max_records=3)
-            return [message.value or b"" for messages in batches.values() for message in messages]
-        finally:
-            await consumer.stop()
-
-    assert asyncio.run(run()) == [b"v0", b"v1", b"v2"]
+    tls = {"security_protocol": "SSL", "ssl_context": create_ssl_context(cafile=str(pki.ca_file))}
+    assert roundtrip.aiokafka(tls_broker.address("SSL"), tls, "tls-a") == roundtrip.EXPECTED
 
 
 @pytest.mark.timeout(60)
@@ -118,7 +55,7 @@ def test_a_listener_that_requires_client_certificates(tls_broker: TlsBroker, pki
     producer = Producer({"bootstrap.servers": bootstrap, **with_certificate})
     producer.produce("mtls", b"hello", partition=0)
     assert producer.flush(15) == 0
-    assert _read_committed(bootstrap, "mtls", 1, with_certificate) == [b"hello"]
+    assert roundtrip.read_committed(bootstrap, "mtls", 1, with_certificate) == [b"hello"]
     started = time.monotonic()
     with pytest.raises(KafkaException):
         AdminClient({"bootstrap.servers": bootstrap, **_confluent_tls(pki)}).list_topics(timeout=FAIL_FAST_S)
