@@ -38,6 +38,11 @@ offset of the oldest open one (a transaction whose marker is not durable yet sti
 `unreplicatedTxns`); aborted transactions go to the `.txnindex` (transaction_index.py).
 Opening and recovery live in loader.py (Kafka's `LogLoader`); compaction in cleaner.py.
 
+Why this module is long (~680 lines): appends, rolls, the recovery point, the producer state and the
+last stable offset share one set of invariants (log start ≤ LSO ≤ high watermark ≤ log end, producer
+state in step with the segments) that every mutating method must keep together; what could leave
+without splitting an invariant across files already has (loading, cleaning, indexes, the txnindex).
+
 Disk errors (Kafka's rule: a log never serves from files it cannot trust). Every change to the
 partition's files runs inside `_changing`: if it fails with an I/O error, the log is rolled back to
 its state before the change (the segment cuts a failed append back itself; a change that got further,
