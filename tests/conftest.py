@@ -21,10 +21,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With `--storage postgresql`, run only the tests whose broker that changes (those using
-    `oncelog_broker`); the rest would only run again as they did on local files."""
+    `oncelog_broker`, or marked `both_storages` and choosing their backend from `--storage` themselves); the
+    rest would only run again as they did on local files."""
     if config.getoption("--storage") != "postgresql":
         return
-    keep = [item for item in items if "oncelog_broker" in getattr(item, "fixturenames", ())]
+    keep = [item for item in items if "oncelog_broker" in getattr(item, "fixturenames", ())
+            or item.get_closest_marker("both_storages") is not None]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

@@ -118,6 +118,8 @@ class BrokerConfig:
     http_port: int = -1
     """The HTTP listener (`/metrics`): -1 off, 0 a free port."""
     http_host: str = "127.0.0.1"
+    http_console_read_only: bool = False
+    """The web console shows everything but refuses its actions (aborting a transaction)."""
 
     @property
     def security_properties(self) -> dict[str, str]:
@@ -156,6 +158,7 @@ _BROKER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "storage": ("storage", str),
     "http.port": ("http_port", _INT),
     "http.host": ("http_host", str),
+    "http.console.read.only": ("http_console_read_only", _parse_bool),
     "broker.heartbeat.interval.ms": ("broker_heartbeat_interval_ms", _INT),
     "broker.session.timeout.ms": ("broker_session_timeout_ms", _INT),
     "log.dir": ("data_dir", Path),

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from oncelog.config import broker_config
+from oncelog.client import KafkaClient
+from oncelog.protocol.records import build_batch
 from oncelog.testing import EmbeddedBroker
+from tests.faults.test_idempotence_faults import init_producer_id, produce_raw
+from tests.observability.conftest import StartBroker
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker(broker_config({"http.port": "0", "group.initial.rebalance.delay.ms": "0"},
-                                            data_dir=tmp_path / "data", port=0))
-    embedded.start()
-    try:
-        yield embedded
-    finally:
-        embedded.stop()
+def broker(start_http_broker: StartBroker) -> EmbeddedBroker:
+    return start_http_broker(**{"transaction.abort.timed.out.transaction.cleanup.interval.ms": "100"})
 
 
 def _scrape(broker: EmbeddedBroker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,6 +58,87 @@ def test_metrics_follow_what_clients_did(broker: EmbeddedBroker) -> None:
                if name == "oncelog_request_seconds_count" and dict(labels) == {"api": "end_txn"}]
     assert end_txn == [1.0]
     assert metrics[("oncelog_connections", ())] >= 1
+
+
+def _sum(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(value for (found, found_labels), value in metrics.items()
+               if found == name and labels.items() <= dict(found_labels).items())
+
+
+@pytest.mark.timeout(60)
+def test_errors_duplicates_and_fsync_rounds_are_counted(broker: EmbeddedBroker) -> None:
+    with KafkaClient(broker.bootstrap) as client:
+        assert client.request(19, 4, {"topics": [{"name": "counted", "num_partitions": 1, "replication_factor": 1,
+                                                  "assignments": [], "configs": []}],
+                                      "timeout": 5000, "validate_only": False}).topics[0].error_code == 0
+        producer_id = init_producer_id(client)
+        batch = build_batch([(None, b"once")], producer_id=producer_id, producer_epoch=0, base_sequence=0)
+        assert produce_raw(client, "counted", batch) == (0, 0)
+        assert produce_raw(client, "counted", batch) == (0, 0)  # the retry: answered, not written again
+        client.request(2, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": "counted", "partitions": [{"partition_index": 7, "current_leader_epoch": -1,
+                                                "timestamp": -1}]}]})
+    metrics = _scrape(broker)
+    assert metrics[("oncelog_duplicate_batches_total", (("topic", "counted"),))] == 1
+    assert metrics[("oncelog_topic_messages_in_total", (("topic", "counted"),))] == 1
+    assert _sum(metrics, "oncelog_request_errors_total", api="list_offsets", error="UNKNOWN_TOPIC_OR_PARTITION") == 1
+    assert _sum(metrics, "oncelog_request_errors_total", api="produce") == 0
+    assert _sum(metrics, "oncelog_fsync_seconds_count") >= 1
+    assert _sum(metrics, "oncelog_fsync_batch_waiters_sum") >= 1  # an acks=all produce waited on a round
+    assert _sum(metrics, "oncelog_fsync_failures_total") == 0
+
+
+@pytest.mark.timeout(60)
+def test_transaction_outcomes_and_fenced_producers_are_counted(broker: EmbeddedBroker) -> None:
+    def producer(transactional_id: str, timeout_ms: int = 60_000) -> Producer:
+        made = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": transactional_id,
+                         "transaction.timeout.ms": timeout_ms, "log_level": 0})
+        made.init_transactions(10)
+        made.begin_transaction()
+        made.produce("outcomes", b"x", partition=0)
+        made.flush(10)
+        return made
+
+    producer("committer").commit_transaction(10)
+    producer("aborter").abort_transaction(10)
+    zombie = producer("zombie")
+    successor = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "zombie", "log_level": 0})
+    successor.init_transactions(10)
+    with pytest.raises(KafkaException):
+        zombie.commit_transaction(10)  # fenced by the new producer of its id
+    producer("sleeper", timeout_ms=1000)
+    for _ in range(100):
+        metrics = _scrape(broker)
+        if metrics[("oncelog_transactions_ended_total", (("result", "timeout"),))] >= 1:
+            break
+        time.sleep(0.1)
+    assert metrics[("oncelog_transactions_ended_total", (("result", "timeout"),))] == 1
+    assert metrics[("oncelog_transactions_ended_total", (("result", "commit"),))] == 1
+    # the aborter's, the zombie's (aborted when its id was taken over) and the sleeper's
+    assert metrics[("oncelog_transactions_ended_total", (("result", "abort"),))] == 3
+    assert _sum(metrics, "oncelog_fenced_producers_total") >= 1
+
+
+@pytest.mark.timeout(60)
+def test_group_state_rebalances_and_lag(broker: EmbeddedBroker) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "log_level": 0})
+    for index in range(10):
+        producer.produce("lagging", f"{index}".encode(), partition=0)
+    producer.flush(10)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slow", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        consumer.subscribe(["lagging"])
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        consumer.commit(offsets=[TopicPartition("lagging", 0, 4)], asynchronous=False)
+        metrics = _scrape(broker)
+    finally:
+        consumer.close()
+    assert metrics[("oncelog_consumer_group_lag", (("group", "slow"), ("partition", "0"), ("topic", "lagging")))] == 6
+    assert metrics[("oncelog_consumer_groups", (("state", "Stable"),))] == 1
+    assert metrics[("oncelog_group_rebalances_total", ())] >= 1
 
 
 def test_only_get_metrics_is_served(broker: EmbeddedBroker) -> None:

@@ -159,9 +159,11 @@ def handle(context: RequestContext, request: Any) -> Any:
         metrics = broker.metrics
         for waiting, append, result in zip(pending, appends, results, strict=True):
             entry = waiting.entry
-            if isinstance(result, Appended) and not result.duplicate:
-                metrics.appended(append.topic, len(append.records), append.header.record_count)
             if isinstance(result, Appended):
+                if result.duplicate:
+                    metrics.duplicates.labels(append.topic).inc()
+                else:
+                    metrics.appended(append.topic, len(append.records), append.header.record_count)
                 entry["base_offset"] = result.base_offset
                 entry["log_start_offset"] = result.log_start_offset
                 if waiting.log_append_time >= 0:

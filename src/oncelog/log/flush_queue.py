@@ -62,6 +62,10 @@ class FlushQueue:
     def waiting(self) -> bool:
         return bool(self._waiters)
 
+    def waiter_count(self) -> int:
+        """Writes waiting for the next round (what one group commit will release)."""
+        return sum(len(waiters) for waiters in self._waiters.values())
+
     def track(self, logs: list[PartitionLog]) -> None:
         """The logs the periodic flush looks at (refreshed by the owner when topics change)."""
         self._logs = logs

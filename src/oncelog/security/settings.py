@@ -236,7 +236,7 @@ def _check_tls(properties: Mapping[str, str], listener: str) -> None:
                                   "OpenSSL's default secure ciphers for the enabled protocols")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -247,7 +247,7 @@ def _is_loopback(host: str) -> bool:
 
 def unauthenticated_exposure(host: str, protocol: str, properties: Mapping[str, str], listener: str) -> str | None:
     """A warning when a listener reachable from other machines lets anyone in, else None."""
-    if _is_loopback(host):
+    if is_loopback(host):
         return None
     certificates = setting(properties, listener, "ssl.client.auth").lower() == "required"
     if protocol == "PLAINTEXT" or (protocol == "SSL" and not certificates):  # SASL_* always authenticate

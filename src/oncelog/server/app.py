@@ -22,9 +22,10 @@ from oncelog.config import BrokerConfig
 from oncelog.listeners import advertised_address
 from oncelog.log.partition import PartitionLog
 from oncelog.logs import RateLimited
+from oncelog.observability.console import Console
 from oncelog.observability.http import HttpListener
 from oncelog.security.sasl import ListenerSasl
-from oncelog.security.settings import SecurityConfigError, listener_sasl, unauthenticated_exposure
+from oncelog.security.settings import SecurityConfigError, is_loopback, listener_sasl, unauthenticated_exposure
 from oncelog.security.tls import ListenerTls, server_context
 
 from .connection import Connection
@@ -143,6 +144,7 @@ class BrokerServer:
         broker.start(self._scheduler, self._durability)
         if broker.shared is None:
             self.flusher.on_flushed = broker.local.log_changed
+            self.flusher.metrics = broker.metrics
         self._refresh_tracked_logs()
         loop = asyncio.get_running_loop()
         for index, endpoint in enumerate(self.config.listeners):
@@ -173,7 +175,7 @@ class BrokerServer:
                 logger.warning("%s", exposure)
         if self.config.http_port >= 0:
             broker.metrics.watch(broker, lambda: len(self._connections))
-            self.http = HttpListener(broker.metrics)
+            self.http = HttpListener(Console(broker, broker.metrics).respond)
             try:
                 self.http_port = await self.http.start(self.config.http_host, self.config.http_port)
             except OSError as error:
@@ -181,7 +183,12 @@ class BrokerServer:
                     started.close()
                 raise ListenError(f"cannot serve HTTP on {self.config.http_host}:{self.config.http_port}: "
                                   f"{error.strerror or error}; pick another --http-port") from error
-            logger.info("metrics on http://%s:%d/metrics", self.config.http_host, self.http_port)
+            logger.info("metrics on http://%s:%d/metrics, console on http://%s:%d/", self.config.http_host,
+                        self.http_port, self.config.http_host, self.http_port)
+            if not self.config.http_console_read_only and not is_loopback(self.config.http_host):
+                logger.warning("the web console on %s:%d lets anyone who reaches it abort transactions: put it "
+                               "behind an authenticating proxy or set http.console.read.only=true",
+                               self.config.http_host, self.http_port)
         if self._shared is not None:
             try:
                 await self._shared.registry.open(dict(broker.advertised))

@@ -45,8 +45,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from oncelog.awaiting import completed
 from oncelog.broker import Broker
-from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, ProtocolError
 from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
@@ -88,17 +88,6 @@ _handler_errors = RateLimited(60.0)
 
 class _Close(Exception):
     """Stop serving this connection after the responses already queued."""
-
-
-async def _wait_completion(completion: Completion[Any]) -> Any:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    def settle(value: Any) -> None:
-        if not future.done():  # the connection may have gone away while the coordinator worked
-            future.set_result(value)
-
-    completion.on_done(settle)
-    return await future
 
 
 async def _after(delay_s: float, response: bytes | None) -> bytes | None:
@@ -334,13 +323,11 @@ class Connection(asyncio.Protocol):
             check = REQUEST_CHECKS.get(api_key) if self._broker.authorizer.config.enabled else None
             refused = check(context, request) if check is not None else None
             if refused is not None:  # the ACLs refuse the request as a whole (handlers/authorization.py)
-                response = api.error_response(api_version, request, refused)
-                return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
+                return _Entry(self._settle(context, api.error_response(api_version, request, refused)), None, False)
             group_ids = GROUP_IDS.get(api_key)
             problem = self._broker.group_gate(group_ids(request)) if group_ids is not None else None
             if problem is not None:  # another broker coordinates these groups, or they are still loading
-                response = api.error_response(api_version, request, problem)
-                return _Entry(encode_response(api_key, api_version, correlation_id, response), None, False)
+                return _Entry(self._settle(context, api.error_response(api_version, request, problem)), None, False)
             outcome = api.handle(context, request)
             if session is not None and api_key in (SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY):
                 return self._after_sasl(session, context, outcome)
@@ -397,6 +384,8 @@ class Connection(asyncio.Protocol):
             return None
         if outcome is CLOSE_CONNECTION:
             raise _Close()
+        api = HANDLERS.get(context.api_key) or INTERNAL_HANDLERS[context.api_key]
+        self._broker.metrics.answered(api.name, outcome)
         return encode_response(context.api_key, context.api_version, context.correlation_id, outcome)
 
     def _failed(self, api: ApiHandler, context: RequestContext, request: Any) -> bytes:
@@ -408,6 +397,7 @@ class Connection(asyncio.Protocol):
                          context.api_version, suppressed, exc_info=True)
         try:
             response = api.error_response(context.api_version, request, ErrorCode.unknown_server_error)
+            self._broker.metrics.answered(api.name, response)
             return encode_response(context.api_key, context.api_version, context.correlation_id, response)
         except Exception as error:  # not even an error response: the connection is all that is left to close
             logger.error("peer=%s %s v%d: cannot build an error response (%s); closing the connection", self.peer,
@@ -430,7 +420,7 @@ class Connection(asyncio.Protocol):
         deadline: float | None = None
         while True:
             if isinstance(outcome, AwaitCompletion):
-                outcome = outcome.respond(await _wait_completion(outcome.completion))
+                outcome = outcome.respond(await completed(outcome.completion))
             elif isinstance(outcome, AwaitData):
                 if deadline is None:
                     deadline = time.monotonic() + outcome.wait_ms / 1000

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from oncelog.log.flush_queue import FlushQueue, fsync_all
 from oncelog.logs import RateLimited
+from oncelog.observability.metrics import BrokerMetrics
 
 logger = logging.getLogger(__name__)
 _round_errors = RateLimited(60.0)
@@ -29,6 +31,7 @@ class Flusher(FlushQueue):
         self._event = asyncio.Event()
         super().__init__(self._event.set)
         self._stopping = False
+        self.metrics: BrokerMetrics | None = None
 
     async def run(self) -> None:
         while not self._stopping:
@@ -43,10 +46,15 @@ class Flusher(FlushQueue):
                 await asyncio.sleep(min(self._interval_s, 0.1))
 
     async def flush_round(self, include_idle: bool) -> None:
+        waiters = self.waiter_count()
         work = self.begin_round(include_idle)
         if not work:
             return
+        started = time.perf_counter()
         results = await asyncio.get_running_loop().run_in_executor(None, fsync_all, work)
+        if self.metrics is not None:
+            self.metrics.flushed(waiters, len(work), time.perf_counter() - started,
+                                 sum(error is not None for error in results))
         self.finish_round(work, results)
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from oncelog.awaiting import completed
 from oncelog.broker import SharedBackend
 from oncelog.config import BrokerConfig, TopicConfig
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
@@ -21,7 +22,6 @@ from oncelog.storage.postgres.registry import BrokerRegistry
 from oncelog.storage.postgres.security import PostgresSecurityStore
 from oncelog.storage.postgres.storage import PostgresStorage
 from oncelog.storage.postgres.transactions import PostgresTransactions
-from oncelog.storage.postgres.waiting import completed
 
 
 @dataclass

@@ -51,6 +51,8 @@ class Membership:
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self._store_group = store_group
         self._when_durable = when_durable
+        self.rebalances = 0
+        """Rebalances completed (generations started) since the broker started; for metrics."""
 
     # --- JoinGroup -------------------------------------------------------------------------------------
 
@@ -204,6 +206,7 @@ class Membership:
         group.pending_members.clear()
         now = self.clock()
         group.generation_id += 1
+        self.rebalances += 1
         if not group.members:
             group.protocol_name = None
             group.leader_id = None

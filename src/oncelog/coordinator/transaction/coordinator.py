@@ -72,6 +72,8 @@ class TransactionCoordinator:
         self.partition_exists = partition_exists
         self.coordinator_epoch = coordinator_epoch
         self.transactions: dict[str, TransactionMetadata] = {}
+        self.ended = {"commit": 0, "abort": 0, "timeout": 0}
+        """Transactions completed, and those aborted for their timeout, since the start (for metrics)."""
         self.fault_hook: Callable[[str], None] = lambda point: None
         """Called at named points of the commit protocol; fault tests make it kill the process there."""
 
@@ -299,6 +301,7 @@ class TransactionCoordinator:
                 self.scheduler.call_later(RETRY_DELAY_MS, lambda: self._complete(metadata, completion))
                 return
             metadata.complete()
+            self.ended["commit" if commit else "abort"] += 1
             logger.info("transactional_id=%s producer_id=%d epoch=%d %s", safe(metadata.transactional_id),
                         metadata.producer_id, metadata.producer_epoch, metadata.state.display_name)
             if completion is not None:
@@ -306,12 +309,27 @@ class TransactionCoordinator:
 
         self._persist(metadata, durable)
 
-    def _fence_and_abort(self, metadata: TransactionMetadata, reason: str) -> None:
+    def _fence_and_abort(self, metadata: TransactionMetadata, reason: str,
+                         completion: Completion[ErrorCode] | None = None) -> None:
         """Abort an Ongoing transaction with epoch + 1, fencing its producer (PrepareEpochFence)."""
         logger.info("transactional_id=%s producer_id=%d aborting epoch=%d: %s", safe(metadata.transactional_id),
                     metadata.producer_id, metadata.producer_epoch, reason)
         metadata.last_producer_epoch = -1
-        self._prepare_end(metadata, False, None, producer_epoch=metadata.producer_epoch + 1)
+        self._prepare_end(metadata, False, completion, producer_epoch=metadata.producer_epoch + 1)
+
+    def abort_open(self, transactional_id: str) -> Completion[ErrorCode]:
+        """An operator's abort (the web console): the Ongoing transaction is aborted and its producer
+        fenced, as its timeout would; NONE once the abort is complete."""
+        metadata = self.transactions.get(transactional_id)
+        if metadata is None:
+            return resolved(ErrorCode.transactional_id_not_found)
+        if metadata.pending is not None or metadata.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+            return resolved(ErrorCode.concurrent_transactions)
+        if metadata.state != S.ONGOING:
+            return resolved(ErrorCode.invalid_txn_state)
+        completion: Completion[ErrorCode] = Completion()
+        self._fence_and_abort(metadata, "aborted by an operator", completion)
+        return completion
 
     # --- produce-side verification (KIP-890 part 1) -------------------------------------------------------
 
@@ -339,6 +357,7 @@ class TransactionCoordinator:
             if metadata.pending is None and value.state == S.ONGOING and value.start_ms + value.timeout_ms < now:
                 self._fence_and_abort(metadata, f"open longer than its timeout of {value.timeout_ms} ms")
                 aborted += 1
+        self.ended["timeout"] += aborted
         return aborted
 
     def expire_transactional_ids(self) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from oncelog.awaiting import completed
 from oncelog.cluster import Cluster, group_partition_key
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
 from oncelog.coordinator.runtime import Completion, StoredBatch, gather
@@ -41,7 +42,6 @@ from oncelog.protocol.records import CONTROL_COMMIT, build_batch, iter_batches, 
 from oncelog.storage.api import PartitionData, Read
 
 from .storage import PostgresStorage
-from .waiting import completed
 
 logger = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from typing import Any
 
 import psycopg
 
+from oncelog.awaiting import completed
 from oncelog.coordinator.runtime import Completion
 from oncelog.coordinator.transaction.state import EPOCH_EXHAUSTED, TransactionState
 from oncelog.errors import ErrorCode
 from oncelog.logs import safe
 from oncelog.storage.api import Marker, PartitionKey
 
-from .waiting import completed
 from .writer import GroupCommitWriter
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class PostgresTransactions:
         self.id_expiration_ms = id_expiration_ms
         self._pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.ended = {"commit": 0, "abort": 0, "timeout": 0}
+        """Transactions this broker completed, and aborted for their timeout (for metrics). Counted when the
+        decision is written: a database commit that then fails (the client retries) may count one twice."""
         self.after_commit: Callable[[set[PartitionKey]], Completion[None]] | None = None
         """Awaited (at most AFTER_COMMIT_WAIT_S) after a transaction that wrote markers commits, before it is
         answered: the broker's group coordinator applies markers on partitions it owns."""
@@ -156,6 +159,7 @@ class PostgresTransactions:
             "UPDATE txn SET state = %s, producer_epoch = %s, last_update_ms = %s WHERE transactional_id = %s",
             (COMPLETE_COMMIT if commit else COMPLETE_ABORT, producer_epoch, self._clock(), transactional_id))
         row.update(state=COMPLETE_COMMIT if commit else COMPLETE_ABORT, producer_epoch=producer_epoch)
+        self.ended["commit" if commit else "abort"] += 1
 
     # --- InitProducerId ---------------------------------------------------------------------------------
 
@@ -297,15 +301,37 @@ class PostgresTransactions:
             for transactional_id in hung:
                 row = await self._row(connection, transactional_id)
                 assert row is not None
-                logger.info("transactional_id=%s producer_id=%d aborting epoch=%d: open longer than its timeout "
-                            "of %d ms", safe(transactional_id), row["producer_id"], row["producer_epoch"],
-                            row["timeout_ms"])
-                await self._end(connection, transactional_id, row, False, row["producer_epoch"] + 1, changed)
-                await connection.execute("UPDATE txn SET last_producer_epoch = -1 WHERE transactional_id = %s",
-                                         (transactional_id,))
+                await self._fence_and_abort(connection, transactional_id, row,
+                                            f"open longer than its timeout of {row['timeout_ms']} ms", changed)
             return len(hung)
 
-        return self._run(work, 0)
+        completion: Completion[int] = self._run(work, 0)
+        completion.on_done(lambda aborted: self.ended.__setitem__("timeout", self.ended["timeout"] + aborted))
+        return completion
+
+    def abort_open(self, transactional_id: str) -> Completion[ErrorCode]:
+        """An operator's abort (the web console): the Ongoing transaction is aborted with epoch + 1,
+        fencing its producer, as its timeout would."""
+
+        async def work(connection: Connection, changed: set[PartitionKey]) -> ErrorCode:
+            row = await self._row(connection, transactional_id)
+            if row is None:
+                return ErrorCode.transactional_id_not_found
+            if row["state"] != ONGOING:
+                return ErrorCode.invalid_txn_state
+            await self._fence_and_abort(connection, transactional_id, row, "aborted by an operator", changed)
+            return ErrorCode.none
+
+        return self._run(work, ErrorCode.coordinator_not_available)
+
+    async def _fence_and_abort(self, connection: psycopg.AsyncConnection[Any], transactional_id: str,
+                               row: dict[str, Any], reason: str, changed: set[PartitionKey]) -> None:
+        """Abort the locked Ongoing transaction with epoch + 1, fencing its producer."""
+        logger.info("transactional_id=%s producer_id=%d aborting epoch=%d: %s", safe(transactional_id),
+                    row["producer_id"], row["producer_epoch"], reason)
+        await self._end(connection, transactional_id, row, False, row["producer_epoch"] + 1, changed)
+        await connection.execute("UPDATE txn SET last_producer_epoch = -1 WHERE transactional_id = %s",
+                                 (transactional_id,))
 
     def expire_transactional_ids(self) -> Completion[int]:
         async def work(connection: Connection, changed: set[PartitionKey]) -> int:
