@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     _groups_parser(subparsers)
     _transactions_parser(subparsers)
     _producers_parser(subparsers)
+    from oncelog import console_consumer, console_producer
+
+    console_producer.add_parser(subparsers, _with_bootstrap)
+    console_consumer.add_parser(subparsers, _with_bootstrap)
     from oncelog import admin_users
 
     admin_users.add_parser(subparsers, _with_bootstrap)
@@ -282,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "producers":
             return admin.run_producers(args)
+        if args.command in ("produce", "consume"):
+            from oncelog import console_consumer, console_producer
+
+            return console_producer.run(args) if args.command == "produce" else console_consumer.run(args)
         if args.command == "transactions":
             from oncelog import admin_transactions
 

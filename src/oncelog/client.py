@@ -157,8 +157,9 @@ class KafkaClient:
         return response
 
 
-def connect(args: Any) -> KafkaClient:
-    """A client for a CLI command: `args.bootstrap`, secured by `args.command_config` if given."""
+def connect(args: Any, address: str | None = None) -> KafkaClient:
+    """A client for a CLI command: to `args.bootstrap` (or `address`, another broker of the cluster),
+    secured by `args.command_config` if given."""
     security = PLAINTEXT
     command_config = getattr(args, "command_config", None)
     if command_config is not None:
@@ -168,4 +169,4 @@ def connect(args: Any) -> KafkaClient:
             security = ClientSecurity.from_properties(load_properties(command_config))
         except ClientConfigError as error:
             raise ConfigError(f"{command_config}: {error}") from error
-    return KafkaClient(args.bootstrap, security=security)
+    return KafkaClient(address or args.bootstrap, security=security)

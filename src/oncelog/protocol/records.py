@@ -10,7 +10,7 @@ internal topics and tests (`iter_records`, uncompressed batches only). Layout an
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import crc32c as _crc32c
@@ -237,11 +237,18 @@ def build_batch(
     transactional: bool = False,
     control: bool = False,
     partition_leader_epoch: int = 0,
+    headers: Sequence[tuple[tuple[str, bytes | None], ...]] | None = None,
+    compress: Callable[[bytes], bytes] | None = None,
+    compression: int = 0,
 ) -> bytes:
-    """Encode an uncompressed RecordBatch v2 of (key, value) records, all with one timestamp."""
+    """Encode a RecordBatch v2 of (key, value) records (with `headers[i]` for record i, if given), all
+    with one timestamp; uncompressed unless `compress` (codec `compression`'s, protocol.compression)."""
     assert records, "a batch holds at least one record"
-    body = b"".join(encode_record(i, 0, key, value) for i, (key, value) in enumerate(records))
-    attributes = (TRANSACTIONAL_BIT if transactional else 0) | (CONTROL_BIT if control else 0)
+    body = b"".join(encode_record(i, 0, key, value, headers[i] if headers else ())
+                    for i, (key, value) in enumerate(records))
+    if compress is not None:
+        body = compress(body)
+    attributes = (TRANSACTIONAL_BIT if transactional else 0) | (CONTROL_BIT if control else 0) | compression
     after_crc = struct.pack(
         ">hiqqqhii",
         attributes,
@@ -334,7 +341,13 @@ def iter_records(data: bytes | memoryview, position: int = 0) -> Iterator[Record
     if header.compression != 0:
         raise ValueError("iter_records reads uncompressed batches only")
     view = memoryview(data)[: position + header.size]
-    cursor = position + BATCH_HEADER_BYTES
+    yield from decode_records(view[position + BATCH_HEADER_BYTES:], header)
+
+
+def decode_records(body: bytes | memoryview, header: BatchHeader) -> Iterator[Record]:
+    """The records of a batch from its (decompressed) records section; ValueError if they run past it."""
+    view = memoryview(body)
+    cursor = 0
     for _ in range(header.record_count):
         _length, cursor = decode_varint(view, cursor)
         cursor += 1  # record attributes
@@ -343,11 +356,13 @@ def iter_records(data: bytes | memoryview, position: int = 0) -> Iterator[Record
         key, cursor = _decode_bytes(view, cursor)
         value, cursor = _decode_bytes(view, cursor)
         header_count, cursor = decode_varint(view, cursor)
+        if not 0 <= header_count <= len(view):
+            raise ValueError("bad header count")
         headers = []
         for _h in range(header_count):
             header_key, cursor = _decode_bytes(view, cursor)
             header_value, cursor = _decode_bytes(view, cursor)
-            headers.append(((header_key or b"").decode(), header_value))
+            headers.append(((header_key or b"").decode(errors="replace"), header_value))
         yield Record(
             offset=header.base_offset + offset_delta,
             timestamp=header.base_timestamp + timestamp_delta,
@@ -364,3 +379,22 @@ def _decode_bytes(view: memoryview, cursor: int) -> tuple[bytes | None, int]:
     if cursor + length > len(view):
         raise ValueError("record field runs past the end of the batch")
     return bytes(view[cursor : cursor + length]), cursor + length
+
+
+def visible_batches(records: bytes | memoryview, aborted_transactions: Iterable[tuple[int, int]],
+                    read_committed: bool) -> Iterator[tuple[int, BatchHeader]]:
+    """(position, header) of the batches a consumer hands its application from one partition's fetch
+    data: control batches are skipped and, for read_committed, so are the batches of aborted
+    transactions — a producer's batches from an aborted transaction's (first offset, producer id) up to
+    its next control batch, as Kafka's consumers filter them (the Fetch answer's aborted_transactions)."""
+    aborted = sorted(aborted_transactions)
+    aborting: set[int] = set()
+    for position, header in iter_batches(records):
+        while aborted and aborted[0][0] <= header.base_offset:
+            aborting.add(aborted.pop(0)[1])
+        if header.is_control:
+            aborting.discard(header.producer_id)
+            continue
+        if read_committed and header.is_transactional and header.producer_id in aborting:
+            continue
+        yield position, header

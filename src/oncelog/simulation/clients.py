@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oncelog.errors import ErrorCode
-from oncelog.protocol.records import build_batch, iter_batches, iter_records
+from oncelog.protocol.records import build_batch, iter_batches, iter_records, visible_batches
 
 from .history import History, Send
 from .network import Call, Disconnected, Program, Sleep
@@ -254,21 +254,14 @@ def visible_records(data: Any, read_committed: bool) -> tuple[list[tuple[int, st
     offset after the last batch (None if there was none): control batches skipped, and for
     read_committed the records of aborted transactions, as clients filter them."""
     records = bytes(data.records or b"")
-    aborted = sorted((int(a.first_offset), int(a.producer_id)) for a in (data.aborted_transactions or ()))
-    aborting: set[int] = set()
+    aborted = [(int(a.first_offset), int(a.producer_id)) for a in (data.aborted_transactions or ())]
     seen: list[tuple[int, str]] = []
-    next_offset = None
-    for position, header in iter_batches(records):
-        next_offset = header.next_offset
-        while aborted and aborted[0][0] <= header.base_offset:
-            aborting.add(aborted.pop(0)[1])
-        if header.is_control:
-            aborting.discard(header.producer_id)
-            continue
-        if read_committed and header.is_transactional and header.producer_id in aborting:
-            continue
+    for position, _header in visible_batches(records, aborted, read_committed):
         seen += [(record.offset, (record.value or b"").decode()) for record in iter_records(records, position)]
-    return seen, next_offset
+    last = None
+    for _position, header in iter_batches(records):
+        last = header.next_offset
+    return seen, last
 
 
 def poller(w: Workload, name: str, read_committed: bool) -> Program:
