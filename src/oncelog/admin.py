@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
 from oncelog.client import ClientError, KafkaClient, connect
 from oncelog.config import ConfigError
+from oncelog.report import Flag, Report
 
 METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces, a header line and a rule."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _metadata(client: KafkaClient, names: list[str] | None) -> Any:
@@ -38,15 +28,16 @@ def _offsets(client: KafkaClient, topic: str, partitions: int, timestamp: int) -
     return {int(p.partition_index): int(p.offset) for t in response.topics for p in t.partitions}
 
 
-def _list(client: KafkaClient) -> str:
+def _list(client: KafkaClient) -> Report:
     response = _metadata(client, None)
-    rows = sorted((t.name, len(t.partitions), "yes" if t.is_internal else "") for t in response.topics)
-    return table(["TOPIC", "PARTITIONS", "INTERNAL"], rows) if rows else "no topics"
+    rows: list[Any] = sorted(((t.name, len(t.partitions), Flag(t.is_internal)) for t in response.topics),
+                             key=lambda row: row[0])
+    return Report(empty="no topics").add("topics", ["TOPIC", "PARTITIONS", "INTERNAL"], rows)
 
 
-def _describe(client: KafkaClient, names: list[str]) -> str:
+def _describe(client: KafkaClient, names: list[str]) -> Report:
     response = _metadata(client, names or None)
-    blocks = []
+    report = Report(empty="no topics")
     missing = []
     for topic in sorted(response.topics, key=lambda t: t.name or ""):
         if topic.error_code != 0:
@@ -55,21 +46,17 @@ def _describe(client: KafkaClient, names: list[str]) -> str:
         count = len(topic.partitions)
         start = _offsets(client, topic.name, count, -2)
         end = _offsets(client, topic.name, count, -1)
-        rows = [(p, start.get(p, -1), end.get(p, -1), end.get(p, 0) - start.get(p, 0)) for p in range(count)]
+        rows: list[Any] = [(p, start.get(p, -1), end.get(p, -1), end.get(p, 0) - start.get(p, 0)) for p in range(count)]
         configs = client.request(DESCRIBE_CONFIGS, 1, {"resources": [
             {"resource_type": 2, "resource_name": topic.name, "configuration_keys": None}],
             "include_synonyms": False})
         overrides = [f"{c.name}={c.value}" for r in configs.results for c in r.configs if c.config_source == 1]
-        blocks.append(
-            f"Topic: {topic.name}  id: {topic.topic_id}  partitions: {count}  "
-            f"configs: {', '.join(overrides) or '(defaults)'}\n"
-            + table(["PARTITION", "LOG START", "HIGH WATERMARK", "RECORDS"], rows)
-        )
+        report.children.append(Report({"Topic": topic.name, "id": topic.topic_id, "partitions": count,
+                                       "configs": ", ".join(overrides) or "(defaults)"}).add(
+            "partitions_detail", ["PARTITION", "LOG START", "HIGH WATERMARK", "RECORDS"], rows))
     if missing:  # as kafka-topics.sh --describe: what exists is shown, and a missing topic fails the command
-        if blocks:
-            print("\n\n".join(blocks))
-        raise ClientError("; ".join(missing))
-    return "\n\n".join(blocks) if blocks else "no topics"
+        raise NotFound("; ".join(missing), report)
+    return report
 
 
 def _create(client: KafkaClient, name: str, partitions: int, configs: list[str]) -> str:
@@ -102,43 +89,61 @@ def _delete(client: KafkaClient, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+class NotFound(ClientError):
+    """Something asked for does not exist (exit code 1); `partial` is what was found, printed first."""
+
+    def __init__(self, message: str, partial: Report | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def print_report(report: Report | str, args: argparse.Namespace) -> None:
+    if isinstance(report, str):
+        print(report)
+    else:
+        print(report.render(getattr(args, "output", "text")))
+
+
 def run_topics(args: argparse.Namespace) -> int:
     with connect(args) as client:
         if args.action == "list":
-            output = _list(client)
+            output: Report | str = _list(client)
         elif args.action == "describe":
-            output = _describe(client, args.names)
+            try:
+                output = _describe(client, args.names)
+            except NotFound as error:
+                if error.partial is not None and not error.partial.is_empty():
+                    print_report(error.partial, args)
+                raise
         elif args.action == "create":
             output = _create(client, args.name, args.partitions, args.config)
         else:
             output = _delete(client, args.names)
-    print(output)
+    print_report(output, args)
     return 0
 
 
-def _describe_producers(client: KafkaClient, topic: str, partition: int | None) -> str:
+def _describe_producers(client: KafkaClient, topic: str, partition: int | None) -> Report:
     metadata = _metadata(client, [topic])
     entry = metadata.topics[0]
     if entry.error_code != 0:
-        raise ClientError(f"topic {topic}: {entry.error_code.name.upper()}")
+        raise NotFound(f"topic {topic}: {entry.error_code.name.upper()}")
     partitions = [partition] if partition is not None else list(range(len(entry.partitions)))
     response = client.request(DESCRIBE_PRODUCERS, 0, {"topics": [{"name": topic, "partition_indexes": partitions}]})
-    rows = []
+    rows: list[Any] = []
     for result in response.topics[0].partitions:
         if result.error_code != 0:
-            raise ClientError(f"partition {topic}-{result.partition_index}: {result.error_code.name.upper()}")
+            raise NotFound(f"partition {topic}-{result.partition_index}: {result.error_code.name.upper()}")
         for producer in result.active_producers:
             rows.append((result.partition_index, producer.producer_id, producer.producer_epoch,
                          producer.last_sequence, producer.last_timestamp, producer.coordinator_epoch,
-                         producer.current_txn_start_offset if producer.current_txn_start_offset >= 0 else "None"))
-    if not rows:
-        return f"no active producers on {topic}"
+                         producer.current_txn_start_offset if producer.current_txn_start_offset >= 0 else "-"))
     headers = ["PARTITION", "PRODUCER ID", "EPOCH", "LAST SEQUENCE", "LAST TIMESTAMP", "COORDINATOR EPOCH",
                "CURRENT TXN START OFFSET"]
-    return table(headers, sorted(rows))
+    return Report(empty=f"no active producers on {topic}").add("producers", headers, sorted(rows))
 
 
 def run_producers(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        print(_describe_producers(client, args.topic, args.partition))
+        print_report(_describe_producers(client, args.topic, args.partition), args)
     return 0

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from oncelog.client import ClientError, connect
+from oncelog.report import Report, with_output
 from oncelog.security.acl import CLUSTER_NAME, Operation, PatternType, Permission, ResourceType
 
 OPERATIONS = sorted(op.name for op in Operation if op not in (Operation.UNKNOWN, Operation.ANY))
@@ -38,6 +39,8 @@ def add_parser(subparsers: Any, with_bootstrap: Any) -> None:
         parser = resource(actions.add_parser(name, help=help_text), False)
         parser.add_argument("--principal", default=None)
         parser.add_argument("--operation", default=None, type=str.upper, choices=OPERATIONS, metavar="OPERATION")
+        if name == "list":
+            with_output(parser)
 
 
 def _resource(args: argparse.Namespace) -> tuple[ResourceType, str | None]:
@@ -86,6 +89,14 @@ def run_acls(args: argparse.Namespace) -> int:
         response = client.request(29, 3, filter_fields)
         if int(response.error_code) != 0:
             raise ClientError(response.error_message or f"error {response.error_code}")
+        if args.output == "json":
+            rows: list[Any] = [
+                (Permission(int(acl.permission_type)).name, acl.principal, acl.host, Operation(int(acl.operation)).name,
+                 ResourceType(int(found.resource_type)).name, PatternType(int(found.pattern_type)).name,
+                 found.resource_name) for found in response.resources for acl in found.acls]
+            print(Report().add("acls", ["PERMISSION", "PRINCIPAL", "HOST", "OPERATION", "RESOURCE TYPE",
+                                        "PATTERN TYPE", "RESOURCE NAME"], rows).render("json"))
+            return 0
         for found in response.resources:
             for acl in found.acls:
                 print(_line(found.resource_type, found.resource_name, found.pattern_type, acl))

@@ -8,22 +8,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from oncelog.admin import _metadata, table
+from oncelog.admin import NotFound, _metadata, print_report
 from oncelog.client import ClientError, KafkaClient, connect
 from oncelog.errors import ErrorCode
 from oncelog.protocol.framing import read_uvarint, skip_tagged_fields
+from oncelog.report import Report
 
 DESCRIBE_PRODUCERS, DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS, WRITE_TXN_MARKERS = 61, 65, 66, 27
 
 
-def _list(client: KafkaClient, states: list[str]) -> str:
+def _list(client: KafkaClient, states: list[str]) -> Report:
     response = client.request(LIST_TRANSACTIONS, 1, {"state_filters": states, "producer_id_filters": [],
                                                       "duration_filter": -1})
     if response.unknown_state_filters:
         raise ClientError("unknown state(s): " + ", ".join(response.unknown_state_filters) + " (states: Empty, "
                           "Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort)")
-    rows = [(t.transactional_id, t.producer_id, t.transaction_state) for t in response.transaction_states]
-    return table(["TRANSACTIONAL ID", "PRODUCER ID", "STATE"], rows) if rows else "no transactions"
+    rows: list[Any] = [(t.transactional_id, t.producer_id, t.transaction_state) for t in response.transaction_states]
+    return Report(empty="no transactions").add("transactions", ["TRANSACTIONAL ID", "PRODUCER ID", "STATE"], rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +82,19 @@ def describe_transaction(client: KafkaClient, transactional_id: str) -> Transact
     return TransactionState(error_code, name, state, timeout_ms, start_ms, producer_id, epoch, topics)
 
 
-def _describe(client: KafkaClient, transactional_id: str) -> str:
+def _describe(client: KafkaClient, transactional_id: str) -> Report:
     state = describe_transaction(client, transactional_id)
+    if state.error_code == ErrorCode.transactional_id_not_found:
+        raise NotFound(f"transactional id {transactional_id} does not exist (TRANSACTIONAL_ID_NOT_FOUND)")
     if state.error_code != ErrorCode.none:
         raise ClientError(f"transactional id {transactional_id}: {state.error_code.name.upper()}")
     start_ms = state.transaction_start_time_ms
     duration = f"{(time.time() * 1000 - start_ms) / 1000:.1f}s" if start_ms >= 0 else "-"
     partitions = ", ".join(f"{topic}-{p}" for topic, ps in state.topics for p in ps) or "-"
-    return table(["TRANSACTIONAL ID", "PRODUCER ID", "EPOCH", "STATE", "TIMEOUT MS", "DURATION", "PARTITIONS"],
-                 [(state.transactional_id, state.producer_id, state.producer_epoch, state.transaction_state,
-                   state.transaction_timeout_ms, duration, partitions)])
+    return Report().add(
+        "transactions", ["TRANSACTIONAL ID", "PRODUCER ID", "EPOCH", "STATE", "TIMEOUT MS", "DURATION", "PARTITIONS"],
+        [(state.transactional_id, state.producer_id, state.producer_epoch, state.transaction_state,
+          state.transaction_timeout_ms, duration, partitions)])
 
 
 def _open_transactions(client: KafkaClient, topics: list[str] | None) -> list[tuple[str, int, Any]]:
@@ -110,14 +114,14 @@ def _open_transactions(client: KafkaClient, topics: list[str] | None) -> list[tu
     return found
 
 
-def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms: int) -> str:
+def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms: int) -> Report:
     """Open transactions older than the max timeout that the coordinator does not hold as Ongoing with that
     partition (Kafka's FindHangingTransactionsCommand)."""
     listed = client.request(LIST_TRANSACTIONS, 1, {"state_filters": [], "producer_id_filters": [],
                                                     "duration_filter": -1}).transaction_states
     by_producer = {t.producer_id: t.transactional_id for t in listed}
     now_ms = int(time.time() * 1000)
-    rows = []
+    rows: list[Any] = []
     for topic, partition, producer in _open_transactions(client, topics):
         age_ms = now_ms - producer.last_timestamp
         if age_ms < max_timeout_ms:
@@ -133,7 +137,7 @@ def _find_hanging(client: KafkaClient, topics: list[str] | None, max_timeout_ms:
                      transactional_id or "-"))
     headers = ["TOPIC", "PARTITION", "PRODUCER ID", "EPOCH", "COORDINATOR EPOCH", "START OFFSET",
                "LAST TIMESTAMP", "DURATION MIN", "TRANSACTIONAL ID"]
-    return table(headers, rows) if rows else "no hanging transactions"
+    return Report(empty="no hanging transactions").add("hanging", headers, rows)
 
 
 def _abort(client: KafkaClient, topic: str, partition: int, start_offset: int) -> str:
@@ -157,12 +161,12 @@ def _abort(client: KafkaClient, topic: str, partition: int, start_offset: int) -
 def run_transactions(args: argparse.Namespace) -> int:
     with connect(args) as client:
         if args.action == "list":
-            output = _list(client, args.state or [])
+            output: Report | str = _list(client, args.state or [])
         elif args.action == "describe":
             output = _describe(client, args.transactional_id)
         elif args.action == "find-hanging":
             output = _find_hanging(client, args.topic or None, args.max_transaction_timeout_ms)
         else:
             output = _abort(client, args.topic, args.partition, args.start_offset)
-    print(output)
+    print_report(output, args)
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 from oncelog.client import ClientError, connect
 from oncelog.fs import OS_FILE_SYSTEM
+from oncelog.report import Report, with_output
 from oncelog.security.credentials import CredentialStore
 from oncelog.security.scram import DEFAULT_ITERATIONS, MAX_ITERATIONS, MECHANISMS, make_credential, salted_password
 
@@ -43,7 +44,7 @@ def add_parser(subparsers: Any, with_bootstrap: Any) -> None:
     add.add_argument("--mechanism", choices=sorted(MECHANISMS), default="SCRAM-SHA-512")
     add.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
                      help=f"PBKDF2 iterations, 4096..{MAX_ITERATIONS} (default {DEFAULT_ITERATIONS})")
-    listing = target(actions.add_parser("list", help="users and their mechanisms"))
+    listing = with_output(target(actions.add_parser("list", help="users and their mechanisms")))
     listing.add_argument("names", nargs="*", metavar="USER")
     delete = target(actions.add_parser("delete", help="remove a user's credentials"))
     delete.add_argument("name", metavar="USER")
@@ -84,13 +85,20 @@ def run_users(args: argparse.Namespace) -> int:
         if int(response.error_code) != 0:
             raise ClientError(f"the broker refused: {response.error_message}")
         status = 0
+        listed: list[Any] = []
         for result in response.results:
             if int(result.error_code) != 0:
                 print(f"{result.user}: {result.error_message}", file=sys.stderr)
                 status = 1
                 continue
+            listed += [(result.user, MECHANISM_NAMES.get(int(info.mechanism), "?"), int(info.iterations))
+                       for info in result.credential_infos]
+            if args.output == "json":
+                continue
             print(f"{result.user}\t" + ", ".join(f"{MECHANISM_NAMES.get(int(info.mechanism), '?')} "
                                                  f"(iterations {info.iterations})" for info in result.credential_infos))
+        if args.output == "json":
+            print(Report().add("users", ["USER", "MECHANISM", "ITERATIONS"], listed).render("json"))
         return status
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from oncelog import __version__
 from oncelog.config import BrokerConfig, ConfigError, broker_config, broker_property_names, load_properties
+from oncelog.report import with_output
 from oncelog.security.settings import SETTINGS as SECURITY_SETTINGS
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -68,8 +69,9 @@ def _topics_parser(subparsers: Any) -> None:
     actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     with_bootstrap = _with_bootstrap
-    with_bootstrap(actions.add_parser("list", help="list topics with partition counts"))
-    describe = with_bootstrap(actions.add_parser("describe", help="partitions, offsets and configs of topics"))
+    with_output(with_bootstrap(actions.add_parser("list", help="list topics with partition counts")))
+    describe = with_output(with_bootstrap(actions.add_parser("describe",
+                                                             help="partitions, offsets and configs of topics")))
     describe.add_argument("names", nargs="*", metavar="TOPIC", help="topics to describe (default: all)")
     create = with_bootstrap(actions.add_parser("create", help="create a topic"))
     create.add_argument("name", metavar="TOPIC")
@@ -93,12 +95,12 @@ def _with_bootstrap(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _groups_parser(subparsers: Any) -> None:
     groups = subparsers.add_parser("groups", help="list and describe consumer groups, reset their offsets")
     actions = groups.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _with_bootstrap(actions.add_parser("list", help="every group with its state"))
-    describe = _with_bootstrap(actions.add_parser(
-        "describe", help="members, assignments, committed offsets and lag per partition"))
+    with_output(_with_bootstrap(actions.add_parser("list", help="every group with its state")))
+    describe = with_output(_with_bootstrap(actions.add_parser(
+        "describe", help="members, assignments, committed offsets and lag per partition")))
     describe.add_argument("group", metavar="GROUP")
-    reset = _with_bootstrap(actions.add_parser(
-        "reset-offsets", help="set a group's committed offsets for a topic (the group must be empty)"))
+    reset = with_output(_with_bootstrap(actions.add_parser(
+        "reset-offsets", help="set a group's committed offsets for a topic (the group must be empty)")))
     reset.add_argument("group", metavar="GROUP")
     reset.add_argument("--topic", required=True)
     target = reset.add_mutually_exclusive_group(required=True)
@@ -113,12 +115,13 @@ def _groups_parser(subparsers: Any) -> None:
 def _transactions_parser(subparsers: Any) -> None:
     transactions = subparsers.add_parser("transactions", help="list, describe, find hanging and abort transactions")
     actions = transactions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = _with_bootstrap(actions.add_parser("list", help="transactional ids with producer id and state"))
+    listing = with_output(_with_bootstrap(actions.add_parser("list",
+                                                             help="transactional ids with producer id and state")))
     listing.add_argument("--state", action="append", metavar="STATE", help="only this state (repeatable)")
-    describe = _with_bootstrap(actions.add_parser("describe", help="one transactional id in detail"))
+    describe = with_output(_with_bootstrap(actions.add_parser("describe", help="one transactional id in detail")))
     describe.add_argument("transactional_id", metavar="TRANSACTIONAL_ID")
-    hanging = _with_bootstrap(actions.add_parser(
-        "find-hanging", help="open transactions on partitions that their coordinator does not hold"))
+    hanging = with_output(_with_bootstrap(actions.add_parser(
+        "find-hanging", help="open transactions on partitions that their coordinator does not hold")))
     hanging.add_argument("--topic", action="append", help="only these topics (repeatable; default all)")
     hanging.add_argument("--max-transaction-timeout-ms", type=int, default=900_000, metavar="MS",
                          help="only transactions open at least this long (default 900000, Kafka's maximum)")
@@ -148,8 +151,8 @@ def _demo_parser(subparsers: Any) -> None:
 def _producers_parser(subparsers: Any) -> None:
     producers = subparsers.add_parser("producers", help="inspect idempotent and transactional producers")
     actions = producers.add_subparsers(dest="action", required=True, metavar="ACTION")
-    describe = _with_bootstrap(actions.add_parser(
-        "describe", help="producer ids, epochs and last sequences a topic's partitions remember"))
+    describe = with_output(_with_bootstrap(actions.add_parser(
+        "describe", help="producer ids, epochs and last sequences a topic's partitions remember")))
     describe.add_argument("topic", metavar="TOPIC")
     describe.add_argument("--partition", type=int, default=None, help="only this partition")
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from oncelog.client import KafkaClient
 from oncelog.errors import ErrorCode
@@ -204,3 +205,51 @@ def test_cli_errors_say_what_is_wrong_and_exit_non_zero(tmp_path: Path) -> None:
         silent.close()
     assert result.returncode == 1 and "no answer from" in result.stderr and "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_list_and_describe_commands_speak_json_for_scripts(tmp_path: Path) -> None:
+    import json
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    with BrokerProcess(tmp_path / "d", {"group.initial.rebalance.delay.ms": "0"}) as broker:
+        bootstrap = broker.bootstrap
+
+        def as_json(*args: str) -> Any:
+            result = oncelog(*args, "--bootstrap-server", bootstrap, "--output", "json")
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+        assert {topic["topic"] for topic in as_json("topics", "list") if not topic["internal"]} == set()
+        assert oncelog("topics", "create", "audit", "--partitions", "2", "--bootstrap", bootstrap).returncode == 0
+        producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "auditor", "log_level": 0})
+        producer.init_transactions(15)
+        producer.begin_transaction()
+        for index in range(5):
+            producer.produce("audit", str(index).encode(), partition=0)
+        producer.commit_transaction(15)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readers", "log_level": 0})
+        consumer.commit(offsets=[TopicPartition("audit", 0, 2)], asynchronous=False)
+        consumer.close()
+
+        assert [t for t in as_json("topics", "list") if not t["internal"]] == [
+            {"topic": "audit", "partitions": 2, "internal": False}]
+        [topic] = as_json("topics", "describe", "audit")
+        assert topic["topic"] == "audit" and topic["partitions"] == 2
+        assert topic["partitions_detail"][0] == {"partition": 0, "log_start": 0, "high_watermark": 6, "records": 6}
+        assert as_json("groups", "list") == [{"group": "readers", "state": "Empty", "protocol_type": ""}]
+        group = as_json("groups", "describe", "readers")
+        assert group["state"] == "Empty" and group["member_list"] == []
+        assert group["offsets"] == [{"topic": "audit", "partition": 0, "current_offset": 2, "log_end_offset": 6,
+                                     "lag": 4, "owner": None}]
+        assert as_json("transactions", "list") == [{"transactional_id": "auditor", "producer_id": 0,
+                                                    "state": "CompleteCommit"}]
+        [described] = as_json("transactions", "describe", "auditor")
+        assert described["state"] == "CompleteCommit" and described["partitions"] is None
+        [active] = as_json("producers", "describe", "audit")
+        assert active["partition"] == 0 and active["last_sequence"] == 4 and active["current_txn_start_offset"] is None
+        plan = as_json("groups", "reset-offsets", "readers", "--topic", "audit", "--to-earliest")
+        assert plan == [{"topic": "audit", "partition": 0, "new_offset": 0}, {"topic": "audit", "partition": 1,
+                                                                              "new_offset": 0}]
+        missing = oncelog("groups", "describe", "nobody", "--bootstrap", bootstrap, "--output", "json")
+        assert missing.returncode == 1 and "group nobody does not exist" in missing.stderr and missing.stdout == ""
