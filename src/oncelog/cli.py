@@ -61,7 +61,10 @@ def _serve_parser(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", default=os.environ.get("ONCELOG_LOG_LEVEL", "INFO"),
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                       help="log verbosity (default: $ONCELOG_LOG_LEVEL or INFO); DEBUG logs every request")
+                       help="log verbosity (default: $ONCELOG_LOG_LEVEL or INFO); DEBUG logs every request, and "
+                       "SIGUSR1 switches per-request logging on and off while it runs")
+    serve.add_argument("--log-format", default=os.environ.get("ONCELOG_LOG_FORMAT", "text"), choices=["text", "json"],
+                       help="text (default: $ONCELOG_LOG_FORMAT or text) or json: one JSON object per line")
 
 
 def _topics_parser(subparsers: Any) -> None:
@@ -215,6 +218,9 @@ async def _serve(config: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):  # before the line: a SIGTERM right after it is clean too
         loop.add_signal_handler(signum, stop.set)
+    from oncelog.observability.log_setup import toggle_request_logging
+
+    loop.add_signal_handler(signal.SIGUSR1, toggle_request_logging)
     await server.start()
     for endpoint in config.listeners:
         host, port = server.broker.advertised_address(endpoint.name)
@@ -222,7 +228,8 @@ async def _serve(config: BrokerConfig) -> None:
         suffix = "" if len(config.listeners) == 1 else f" ({endpoint.name}, advertised as {host}:{port})"
         print(f"oncelog listening on {bound}{suffix}", flush=True)
     if server.http_port >= 0:
-        print(f"oncelog metrics on http://{config.http_host}:{server.http_port}/metrics", flush=True)
+        print(f"oncelog metrics on http://{config.http_host}:{server.http_port}/metrics, console on "
+              f"http://{config.http_host}:{server.http_port}/", flush=True)
     await stop.wait()
     logging.getLogger("oncelog").info("shutting down")
     await server.stop()
@@ -232,7 +239,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     # kio registers hypothesis strategies for its types whenever hypothesis is importable (a test
     # dependency), which costs ~150 ms of start-up; a broker never needs them.
     sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from oncelog.observability.log_setup import configure
+
+    configure(args.log_level, args.log_format)
     try:
         config = serve_config(args)
     except ConfigError as error:

@@ -253,3 +253,54 @@ def test_list_and_describe_commands_speak_json_for_scripts(tmp_path: Path) -> No
                                                                               "new_offset": 0}]
         missing = oncelog("groups", "describe", "nobody", "--bootstrap", bootstrap, "--output", "json")
         assert missing.returncode == 1 and "group nobody does not exist" in missing.stderr and missing.stdout == ""
+
+
+def test_json_logs_and_per_request_logging_toggled_by_sigusr1(tmp_path: Path) -> None:
+    import json
+    import queue
+    import threading
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oncelog", "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
+         "--log-format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stderr = process.stderr
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    try:
+        port = int(process.stdout.readline().rsplit(":", 1)[1])
+
+        def ask(client_id: str) -> None:
+            with KafkaClient(f"127.0.0.1:{port}", client_id=client_id) as client:
+                client.request(18, 3, {"client_software_name": "t", "client_software_version": "1"})
+
+        def logged_until(marker: str) -> list[dict[str, Any]]:
+            seen = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    entry = json.loads(lines.get(timeout=0.5))  # every line is one JSON object
+                except queue.Empty:
+                    continue
+                seen.append(entry)
+                if marker in entry["message"]:
+                    return seen
+            raise AssertionError(f"no log line with {marker!r}; saw {seen}")
+
+        ask("before-toggle")
+        process.send_signal(signal.SIGUSR1)
+        assert logged_until("per-request logging on")[-1]["level"] == "WARNING"
+        ask("while-on")
+        entry = logged_until("client_id=while-on")[-1]
+        assert entry["logger"] == "oncelog.server.connection" and "api_versions v3" in entry["message"]
+        assert entry["ts"].endswith("+00:00")
+        process.send_signal(signal.SIGUSR1)
+        logged_until("per-request logging off")
+        ask("after-off")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        rest = logged_until("shutting down")
+        assert not any("after-off" in e["message"] for e in rest)
+    finally:
+        if process.poll() is None:
+            process.kill()
