@@ -28,6 +28,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from oncelog.client import KafkaClient
+from oncelog.progress import Progress
 from oncelog.testing import BrokerProcess
 
 from .database import connect
@@ -115,11 +116,10 @@ def _kafka_committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def _caught_up(pipeline: Pipeline) -> bool:
+def _backlog(pipeline: Pipeline) -> tuple[int, int, int, int]:
+    """(orders processed, orders in the topic, enriched records sunk, enriched records in the topic)."""
     orders_end = _end_offsets(pipeline.bootstrap, pipeline.orders)
     processed = _kafka_committed(pipeline.bootstrap, pipeline.processor_group, pipeline.orders)
-    if any(processed.get(p, -1) < end for p, end in orders_end.items()):
-        return False
     enriched_end = _end_offsets(pipeline.bootstrap, pipeline.enriched)
     if pipeline.mode == "exactly-once":
         database = connect(pipeline.db_url)
@@ -130,7 +130,9 @@ def _caught_up(pipeline: Pipeline) -> bool:
         sunk = {p: stored.get((pipeline.enriched, p), -1) for p in range(PARTITIONS)}
     else:
         sunk = _kafka_committed(pipeline.bootstrap, pipeline.sink_group, pipeline.enriched)
-    return all(sunk.get(p, -1) >= end for p, end in enriched_end.items())
+    # Offsets, not records: transaction markers take offsets too, so "done" is reaching each end offset.
+    return (sum(min(max(processed.get(p, 0), 0), end) for p, end in orders_end.items()), sum(orders_end.values()),
+            sum(min(max(sunk.get(p, 0), 0), end) for p, end in enriched_end.items()), sum(enriched_end.values()))
 
 
 def _run_with_crashes(pipeline: Pipeline, crashes: int, seed: int) -> None:
@@ -145,7 +147,15 @@ def _run_with_crashes(pipeline: Pipeline, crashes: int, seed: int) -> None:
             _say(f"  crash {crash}/{crashes}: SIGKILL {role}, restarting it")
             workers[role] = pipeline.worker(role)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-        while time.monotonic() < deadline and not _caught_up(pipeline):
+        progress = Progress("  catching up", 1)
+        while time.monotonic() < deadline:
+            processed, orders, sunk, enriched = _backlog(pipeline)
+            progress.total = max(1, orders + enriched)
+            detail = f"processed {processed}/{orders} order offsets, sunk {sunk}/{enriched}"
+            if processed >= orders and sunk >= enriched:
+                progress.finish(processed + sunk, detail)
+                break
+            progress.update(processed + sunk, detail)
             time.sleep(1.0)
     finally:
         for process in workers.values():
