@@ -202,9 +202,8 @@ def error_codes(response: Any) -> list[ErrorCode]:
 
 
 def _collect(entity: Any, found: list[ErrorCode]) -> None:
-    if entity is None or not dataclasses.is_dataclass(entity):
-        return
-    plan = _plan(type(entity))
+    kind = type(entity)
+    plan = _plans[kind] if kind in _plans else _plan(kind) if dataclasses.is_dataclass(entity) else None
     if plan is None:
         return
     codes, nested, listed = plan
