@@ -160,6 +160,9 @@ def test_the_example_dashboard_asks_only_for_metrics_the_broker_serves(broker: E
     producer.begin_transaction()
     producer.produce("dashboard", b"x", partition=0)
     producer.commit_transaction(10)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dashboard", "log_level": 0})
+    consumer.commit(offsets=[TopicPartition("dashboard", 0, 1)], asynchronous=False)  # a group, and its lag
+    consumer.close()
     with urllib.request.urlopen(f"http://127.0.0.1:{broker.server.http_port}/metrics", timeout=10) as response:
         families = list(text_string_to_metric_families(response.read().decode()))
     # Sample names, and declared counters that have not counted anything yet (no failure so far).
