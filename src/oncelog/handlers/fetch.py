@@ -43,7 +43,9 @@ def _error(index: int, code: ErrorCode) -> dict[str, Any]:
         "log_start_offset": -1,
         "aborted_transactions": None,
         "preferred_read_replica": -1,
-        "records": None,
+        # Kafka answers an errored partition with empty records, never null: librdkafka rejects a whole
+        # response holding a null record set ("invalid MessageSetSize -1").
+        "records": b"",
     }
 
 
@@ -60,7 +62,7 @@ def _entry(index: int, data: PartitionData) -> dict[str, Any]:
         "log_start_offset": data.log_start_offset,
         "aborted_transactions": aborted,
         "preferred_read_replica": -1,
-        "records": data.records,
+        "records": data.records if data.records is not None else b"",
     }
 
 
