@@ -18,7 +18,7 @@ from hypothesis import assume
 from kio.schema.types import BrokerId, GroupId, ProducerId, TopicName, TransactionalId
 from kio.static.primitive import Records
 
-from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
+from oncelog.handlers import HANDLERS
 from oncelog.protocol.codec import encode_request, request_class
 from oncelog.protocol.framing import parse_request_header, write_uvarint
 from oncelog.protocol.guard import length_prefixes
@@ -52,7 +52,7 @@ st.register_type_strategy(BrokerId, st.one_of(st.sampled_from([-1, 1]), st.integ
 
 SERVED = sorted(
     (api.api_key, version)
-    for api in (*HANDLERS.values(), *INTERNAL_HANDLERS.values())
+    for api in HANDLERS.values()
     for version in range(api.version_min, api.version_max + 1)
 )
 

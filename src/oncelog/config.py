@@ -332,6 +332,42 @@ def broker_property_names() -> list[str]:
     return sorted(_BROKER_PROPERTIES)
 
 
+def broker_property_of(field_name: str) -> str:
+    """Kafka's name of a BrokerConfig field (the spelling without a unit: log.retention.ms, not .hours)."""
+    if field_name == "data_dir":
+        return "log.dirs"
+    return next((name for name in _BROKER_PROPERTIES if name.replace(".", "_") == field_name), field_name)
+
+
+_UNITS_MS = {".hours": 3600 * 1000, ".minutes": 60 * 1000}
+
+
+def _kafka_syntax(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value) or None
+    return str(value)
+
+
+def broker_property_values(config: BrokerConfig) -> list[tuple[str, str | None, bool]]:
+    """(Kafka's property name, its value in Kafka's syntax, whether it is the default) for every broker
+    property, as DescribeConfigs reports them: `log.retention.hours` in hours (null when the
+    milliseconds are not whole hours), `auto.create.topics.enable=true`, listeners as `NAME://host:port`."""
+    defaults = BrokerConfig()
+    values = []
+    for name, (field_name, _parse) in sorted(_BROKER_PROPERTIES.items()):
+        value, default = getattr(config, field_name), getattr(defaults, field_name)
+        unit = next((ms for suffix, ms in _UNITS_MS.items() if name.endswith(suffix)), None)
+        if unit is not None:
+            value = value // unit if value % unit == 0 else None
+            default = default // unit if default % unit == 0 else None
+        values.append((name, _kafka_syntax(value), value == default))
+    return values
+
+
 # --- topic configs -----------------------------------------------------------------------------------
 
 

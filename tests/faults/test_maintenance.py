@@ -7,6 +7,7 @@ transactions then held read_committed consumers forever and the next SIGTERM exi
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from pathlib import Path
@@ -41,10 +42,20 @@ def test_an_uncleanable_partition_does_not_stop_transaction_timeouts_or_a_clean_
     })
     bootstrap = broker.start()
     try:
-        create_topic(bootstrap, "compacted", configs={"cleanup.policy": "compact", "segment.bytes": "1024"})
-        create_topic(bootstrap, "data")
+        # The broker refuses undecodable records on a compacted topic (as Kafka's LogValidator), so the
+        # garbage goes in while the topic deletes, and the topic is switched to compaction offline: a
+        # disk that went bad under an accepted batch looks the same to the cleaner.
+        create_topic(bootstrap, "compacted", configs={"cleanup.policy": "delete", "segment.bytes": "1024"})
         with KafkaClient(bootstrap) as client:
             assert _produce(client, "compacted", _garbage_batch()) == ErrorCode.none
+        assert broker.terminate() == 0
+        topics_file = tmp_path / "data" / "topics.json"
+        topics = json.loads(topics_file.read_text())
+        topics["compacted"]["configs"]["cleanup.policy"] = "compact"
+        topics_file.write_text(json.dumps(topics))
+        bootstrap = broker.start()
+        create_topic(bootstrap, "data")
+        with KafkaClient(bootstrap) as client:
             for index in range(30):  # roll segments so the cleaner has work
                 assert _produce(client, "compacted", build_batch([(b"k%d" % index, b"v" * 60)])) == ErrorCode.none
             # An abandoned transaction: begun, written, never ended.

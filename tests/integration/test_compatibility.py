@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -30,3 +31,98 @@ def test_an_out_of_range_fetch_lets_librdkafka_reset_its_offset(oncelog_broker: 
     finally:
         consumer.close()
     assert values == [f"r{index}".encode() for index in range(5)]
+
+
+def test_list_offsets_by_timestamp_answers_the_record_not_its_batch(oncelog_broker: str, topic_name: str) -> None:
+    """ListOffsets by timestamp (and MAX_TIMESTAMP, KIP-734) answered the first offset of the batch the
+    record is in; Kafka decodes that batch and answers the record itself."""
+    from oncelog.client import KafkaClient
+
+    base = 1_700_000_000_000
+    stamps = [base + 10 * index for index in range(10)]
+    stamps[6] = base + 1000  # the largest, out of order
+    producer = Producer({"bootstrap.servers": oncelog_broker, "linger.ms": 200, "compression.type": "gzip",
+                         "log_level": 0})
+    for index, stamp in enumerate(stamps):
+        producer.produce(topic_name, f"r{index}".encode(), partition=0, timestamp=stamp)
+    producer.flush(10)
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "times", "log_level": 0})
+    try:
+        [found] = consumer.offsets_for_times([TopicPartition(topic_name, 0, base + 35)], timeout=10)
+        assert found.offset == 4  # the first record stamped at or after base + 35
+    finally:
+        consumer.close()
+    with KafkaClient(oncelog_broker) as client:
+        def list_offset(timestamp: int) -> tuple[int, int]:
+            response = client.request(2, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+                {"name": topic_name, "partitions": [{"partition_index": 0, "current_leader_epoch": -1,
+                                                     "timestamp": timestamp}]}]})
+            answer = response.topics[0].partitions[0]
+            return int(answer.offset), int(answer.timestamp)
+
+        assert list_offset(-3) == (6, base + 1000)  # MAX_TIMESTAMP: the record holding the largest timestamp
+        assert list_offset(base + 61) == (6, base + 1000)  # records 7.. are older than 6: 6 is the first ≥
+        assert list_offset(base) == (0, base)
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(oncelog_broker: str, topic_name: str) -> None:
+    """Keyless records were accepted on compacted topics; Kafka refuses the batch with INVALID_RECORD."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 1, config={"cleanup.policy": "compact"})])[topic_name].result(10)
+    producer = Producer({"bootstrap.servers": oncelog_broker, "compression.type": "lz4", "linger.ms": 50,
+                         "log_level": 0})
+    outcomes: list[Any] = []
+    producer.produce(topic_name, b"keyed", key=b"k", on_delivery=lambda error, _m: outcomes.append(error))
+    producer.flush(10)
+    producer.produce(topic_name, b"no key", on_delivery=lambda error, _m: outcomes.append(error))
+    producer.flush(10)
+    assert outcomes[0] is None
+    assert outcomes[1] is not None and outcomes[1].name() == "INVALID_RECORD", outcomes[1]
+
+
+def test_write_txn_markers_is_advertised_and_list_transactions_takes_a_pattern(oncelog_broker: str) -> None:
+    """Kafka's admin client refused `kafka-transactions.sh abort` ("The node does not support
+    WRITE_TXN_MARKERS") because ApiVersions left it out; ListTransactions v2 (--transactional-id-pattern)
+    was missing."""
+    from oncelog.client import KafkaClient
+
+    for transactional_id in ("billing-1", "billing-2", "shipping-1", "a" * 3000):
+        producer = Producer({"bootstrap.servers": oncelog_broker, "transactional.id": transactional_id,
+                             "log_level": 0})
+        producer.init_transactions(10)
+    with KafkaClient(oncelog_broker) as client:
+        versions = client.request(18, 3, {"client_software_name": "t", "client_software_version": "1"})
+        advertised = {int(api.api_key): (int(api.min_version), int(api.max_version)) for api in versions.api_keys}
+        assert advertised[27] == (1, 1) and advertised[66] == (0, 2)
+
+        def listed(pattern: str | None) -> tuple[int, list[str]]:
+            response = client.request(66, 2, {"state_filters": [], "producer_id_filters": [], "duration_filter": -1,
+                                              "transactional_id_pattern": pattern})
+            return int(response.error_code), sorted(t.transactional_id for t in response.transaction_states)
+
+        assert listed(None) == (0, ["a" * 3000, "billing-1", "billing-2", "shipping-1"])
+        assert listed("billing-.*") == (0, ["billing-1", "billing-2"])
+        assert listed("billing") == (0, [])  # the whole id must match, as Java's Matcher.matches()
+        assert listed("(unclosed") == (128, [])  # INVALID_REGULAR_EXPRESSION
+        started = time.monotonic()
+        assert listed("(a|aa)+b") == (128, [])  # exponential backtracking on the long id: cut off, refused
+        assert time.monotonic() - started < 2
+
+
+def test_broker_configs_have_kafkas_names_values_and_sources(oncelog_broker: str) -> None:
+    """DescribeConfigs of the broker showed Python names and values (`connection_requests_in_flight_max`,
+    `auto.create.topics.enable=True`) and called everything STATIC_BROKER_CONFIG."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(10)
+    assert all("_" not in name for name in configs), sorted(name for name in configs if "_" in name)
+    assert configs["auto.create.topics.enable"].value == "true"
+    assert configs["log.retention.hours"].value == "168" and configs["log.retention.ms"].value == "604800000"
+    assert configs["num.partitions"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert configs["listeners"].source == ConfigSource.STATIC_BROKER_CONFIG.value  # port 0, not the default
+    assert configs["listeners"].value.startswith("PLAINTEXT://127.0.0.1:")
+    assert configs["advertised.listeners"].value is None

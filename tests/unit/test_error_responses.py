@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from kio.static.primitive import Records
 
 from oncelog.errors import ErrorCode
-from oncelog.handlers import HANDLERS, INTERNAL_HANDLERS
+from oncelog.handlers import HANDLERS
 from oncelog.protocol.codec import decode_response, encode_response, request_class
 
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 
-SERVED = sorted((api.api_key, version) for api in (*HANDLERS.values(), *INTERNAL_HANDLERS.values())
+SERVED = sorted((api.api_key, version) for api in HANDLERS.values()
                 for version in range(api.version_min, api.version_max + 1))
 
 
@@ -44,7 +44,7 @@ def _error_codes(value: Any) -> list[ErrorCode]:
 @given(requests())
 def test_every_request_has_an_error_response_that_encodes(case: tuple[int, int, Any]) -> None:
     api_key, version, request = case
-    api = HANDLERS.get(api_key) or INTERNAL_HANDLERS[api_key]
+    api = HANDLERS[api_key]
     response = api.error_response(version, request, ErrorCode.unknown_server_error)
     frame = encode_response(api_key, version, 42, response)
     correlation_id, decoded = decode_response(frame[4:], api_key, version)

@@ -1,7 +1,8 @@
 """The dispatch table: one module per API key, each stating its versions and behaviour.
 
-An API is advertised by ApiVersions if and only if it is in `HANDLERS`. `INTERNAL_HANDLERS` are served
-but never advertised (WriteTxnMarkers, for tooling: clients must not see it, docs/protocol.md).
+An API is advertised by ApiVersions if and only if it is in `HANDLERS`, and everything served is there
+(WriteTxnMarkers too: Kafka's brokers advertise it, and Kafka's admin client refuses to send it to a
+broker that does not, so `kafka-transactions.sh abort` needs it listed).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ _MODULES: tuple[ModuleType, ...] = (
     describe_acls,
     create_acls,
     delete_acls,
+    write_txn_markers,
 )
 
 
@@ -100,7 +102,6 @@ def _handler(module: ModuleType) -> ApiHandler:
 
 
 HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in _MODULES}
-INTERNAL_HANDLERS: dict[int, ApiHandler] = {module.API_KEY: _handler(module) for module in (write_txn_markers,)}
 
 
 def _group_id(request: Any) -> list[str]:

@@ -4,17 +4,17 @@ Behaviour:
 - TOPIC resources (type 2): every topic config with its effective value; source TOPIC_CONFIG for
   overrides, DEFAULT_CONFIG otherwise; synonyms (v1+ `include_synonyms`) name the broker property behind
   each default. Unknown topic → UNKNOWN_TOPIC_OR_PARTITION.
-- BROKER resources (type 4) named by our node id (or "" for the default): the broker's properties, read
-  only, source STATIC_BROKER_CONFIG. Another id → INVALID_REQUEST.
+- BROKER resources (type 4) named by our node id (or "" for the default): the broker's properties by
+  Kafka's names in Kafka's syntax, read only, source DEFAULT_CONFIG when at the default, else
+  STATIC_BROKER_CONFIG. Another id → INVALID_REQUEST.
 - `configuration_keys` filters the list; other resource types → INVALID_REQUEST.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
-from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_names
+from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_of, broker_property_values
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 from oncelog.security import settings as security_settings
@@ -33,13 +33,6 @@ SOURCE_DEFAULT_CONFIG = 5
 _CONFIG_TYPES = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7}
 
 
-def _broker_property_of(field_name: str) -> str:
-    for name in broker_property_names():
-        if name.replace(".", "_") == field_name or (field_name == "data_dir" and name == "log.dirs"):
-            return name
-    return field_name
-
-
 def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -> list[dict[str, Any]]:
     topic = context.broker.storage.topic(name)
     assert topic is not None
@@ -49,7 +42,7 @@ def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -
         default = topic.config.is_default(config_name)
         synonyms = []
         if include_synonyms and spec.broker_field is not None:
-            synonyms.append({"name": _broker_property_of(spec.broker_field),
+            synonyms.append({"name": broker_property_of(spec.broker_field),
                              "value": str(getattr(broker, spec.broker_field)),
                              "source": SOURCE_STATIC_BROKER_CONFIG})
         entries.append({
@@ -82,18 +75,15 @@ def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
         entries.append({"name": name, "value": None if sensitive else value, "read_only": True,
                         "config_source": SOURCE_STATIC_BROKER_CONFIG, "is_default": False,
                         "is_sensitive": sensitive, "synonyms": [], "documentation": None})
-    for f in fields(config):
-        if f.name == "security":
-            continue
-        value = str(getattr(config, f.name))
-        if f.name == "storage":  # a database URL may carry a password: never shown
-            value = _without_password(value)
+    for name, shown, is_default in broker_property_values(config):
+        # a database URL may carry a password: never shown
+        described = _without_password(shown) if name == "storage" and shown is not None else shown
         entries.append({
-            "name": _broker_property_of(f.name),
-            "value": value,
+            "name": name,
+            "value": described,
             "read_only": True,
-            "config_source": SOURCE_STATIC_BROKER_CONFIG,
-            "is_default": False,
+            "config_source": SOURCE_DEFAULT_CONFIG if is_default else SOURCE_STATIC_BROKER_CONFIG,
+            "is_default": is_default,
             "is_sensitive": False,
             "synonyms": [],
             "documentation": None,

@@ -32,6 +32,7 @@ from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import (
     BATCH_HEADER_BYTES,
     BatchHeader,
+    first_keyless_record,
     parse_header,
     validate_client_batch,
     with_log_append_time,
@@ -48,14 +49,15 @@ _VALID_ACKS = (-1, 0, 1)
 
 
 def _partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_append_time: int = -1,
-                      log_start_offset: int = -1, message: str | None = None) -> dict[str, Any]:
+                      log_start_offset: int = -1, message: str | None = None,
+                      record_errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "index": index,
         "error_code": code,
         "base_offset": base_offset,
         "log_append_time": log_append_time,
         "log_start_offset": log_start_offset,
-        "record_errors": [],
+        "record_errors": record_errors or [],
         "error_message": message,
     }
 
@@ -98,6 +100,13 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
         if records is None:
             raise KafkaError(ErrorCode.invalid_record, "records are null")
         header = validate_client_batch(records, topic.config.int_value("max.message.bytes", broker.config))
+        if "compact" in topic.config.value("cleanup.policy", broker.config):
+            keyless = first_keyless_record(records, header)
+            if keyless is not None:  # Kafka's LogValidator.validateKey
+                problem = "Compacted topic cannot accept message without key"
+                return _partition_result(
+                    index, ErrorCode.invalid_record, message=f"{problem} in topic partition {topic_name}-{index}.",
+                    record_errors=[{"batch_index": keyless, "batch_index_error_message": f"{problem}."}])
         log_append_time = -1
         if topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime":
             records = with_log_append_time(records, now_ms)

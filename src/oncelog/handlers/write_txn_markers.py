@@ -1,7 +1,7 @@
-"""WriteTxnMarkers (key 27), version 1: internal, NOT advertised in ApiVersions.
+"""WriteTxnMarkers (key 27), version 1, advertised as Kafka's brokers do (CLUSTER_ACTION with ACLs on).
 
-Kafka's brokers send it to partition leaders; our coordinator writes markers in-process instead. It is
-served for tooling only: `oncelog transactions abort` (like `kafka-transactions.sh abort`) uses it to
+Kafka's brokers send it to partition leaders; our coordinator writes markers in-process instead. Tools
+use it: `oncelog transactions abort` (like `kafka-transactions.sh abort`) uses it to
 close a hanging transaction the coordinator no longer knows, writing an ABORT marker with the producer
 epoch and coordinator epoch the partition reports (DescribeProducers). Per partition: unknown →
 UNKNOWN_TOPIC_OR_PARTITION; a stale producer or coordinator epoch → INVALID_PRODUCER_EPOCH /

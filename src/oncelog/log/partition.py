@@ -526,11 +526,8 @@ class PartitionLog:
                 offset = max(offset, header.next_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first batch whose max timestamp is ≥ `timestamp`, or None.
-
-        The offset is the batch's base offset (see `LogSegment.find_offset_for_timestamp`), raised to
-        the log start offset if the batch begins below it.
-        """
+        """(offset, timestamp) of the first record stamped at or after `timestamp`, or None; raised to the
+        log start offset if that record lies below it (`LogSegment.find_offset_for_timestamp`)."""
         with self._reading():
             for segment in self._segments:
                 if segment.max_timestamp < timestamp:

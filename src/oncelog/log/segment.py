@@ -44,6 +44,7 @@ from oncelog.protocol.records import (
     NO_TIMESTAMP,
     BatchHeader,
     crc_of,
+    first_record_at,
     parse_header,
 )
 
@@ -342,19 +343,15 @@ class LogSegment:
         return self._pread(start, end - start), resume_offset
 
     def find_offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(base offset, max timestamp) of the first batch whose max timestamp is ≥ `timestamp`.
-
-        Kafka's `LogSegment.findOffsetByTimestamp` answers the first *record* at or after the timestamp;
-        we answer the batch's base offset so records are never decoded. The batch holds that record, and
-        consumers skip records below the offset they asked for, so the difference is a few extra records
-        returned to the caller, never a missed one.
-        """
+        """(offset, timestamp) of the first record stamped at or after `timestamp`, as Kafka's
+        `LogSegment.findOffsetByTimestamp`: the time index finds the first batch whose max timestamp is
+        ≥ it, and that one batch is decoded (`records.first_record_at`)."""
         if self._max_timestamp < timestamp:
             return None
         position = self._offset_index.lookup(self._time_index.lookup(timestamp))
-        for _position, header in self._walk(position, self._size):
+        for found, header in self._walk(position, self._size):
             if header.max_timestamp >= timestamp:
-                return header.base_offset, header.max_timestamp
+                return first_record_at(self._pread(found, header.size), header, timestamp)
         return None
 
     def _pread(self, position: int, size: int) -> bytes:

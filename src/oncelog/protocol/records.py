@@ -398,3 +398,37 @@ def visible_batches(records: bytes | memoryview, aborted_transactions: Iterable[
         if read_committed and header.is_transactional and header.producer_id in aborting:
             continue
         yield position, header
+
+
+def first_record_at(batch: bytes, header: BatchHeader, timestamp: int) -> tuple[int, int]:
+    """(offset, timestamp) of the first record of `batch` stamped at or after `timestamp`, whose max
+    timestamp is (Kafka's `LogSegment.findOffsetByTimestamp`, which decodes the one batch it lands in).
+    LogAppendTime stamps every record with the batch's max timestamp; a batch this process cannot
+    decompress (snappy/lz4/zstd without cramjam) answers its base offset, which still holds the record."""
+    from oncelog.protocol.compression import CompressionError, decompress
+
+    if header.attributes & TIMESTAMP_TYPE_BIT:
+        return header.base_offset, header.max_timestamp
+    try:
+        body = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
+        for record in decode_records(body, header):
+            if record.timestamp >= timestamp:
+                return record.offset, record.timestamp
+    except (CompressionError, ValueError):
+        pass
+    return header.base_offset, header.max_timestamp
+
+
+def first_keyless_record(batch: bytes, header: BatchHeader) -> int | None:
+    """Index in the batch of its first record without a key, or None (Kafka's LogValidator refuses
+    those on compacted topics). A batch whose records cannot be read counts as keyless at 0."""
+    from oncelog.protocol.compression import CompressionError, decompress
+
+    try:
+        body = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
+        for index, record in enumerate(decode_records(body, header)):
+            if record.key is None:
+                return index
+    except (CompressionError, ValueError):
+        return 0
+    return None

@@ -48,7 +48,7 @@ from typing import Any
 from oncelog.awaiting import completed
 from oncelog.broker import Broker
 from oncelog.errors import ErrorCode, ProtocolError
-from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
+from oncelog.handlers import GROUP_IDS, HANDLERS
 from oncelog.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from oncelog.handlers.api_versions import unsupported_version_response
 from oncelog.handlers.authorization import REQUEST_CHECKS
@@ -292,7 +292,7 @@ class Connection(asyncio.Protocol):
         if self._session is not None and self._session.raw_tokens:
             return self._raw_token(self._session, frame)
         api_key, api_version, correlation_id = peek_header(frame)
-        api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
+        api = HANDLERS.get(api_key)
         if api is None:
             raise ProtocolError(f"unknown API key {api_key}")
         answered = self._broker.metrics.observe_request(api.name, api_version, time.perf_counter())
@@ -384,7 +384,7 @@ class Connection(asyncio.Protocol):
             return None
         if outcome is CLOSE_CONNECTION:
             raise _Close()
-        api = HANDLERS.get(context.api_key) or INTERNAL_HANDLERS[context.api_key]
+        api = HANDLERS[context.api_key]
         self._broker.metrics.answered(api.name, outcome)
         return encode_response(context.api_key, context.api_version, context.correlation_id, outcome)
 

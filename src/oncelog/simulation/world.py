@@ -36,7 +36,7 @@ from typing import Any
 from oncelog.broker import Broker
 from oncelog.config import BrokerConfig
 from oncelog.errors import KafkaError
-from oncelog.handlers import GROUP_IDS, HANDLERS, INTERNAL_HANDLERS
+from oncelog.handlers import GROUP_IDS, HANDLERS
 from oncelog.handlers.base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, AwaitData, RequestContext
 from oncelog.log.flush_queue import FlushQueue, RoundWork, fsync_all
 from oncelog.log.partition import PartitionLog
@@ -252,7 +252,7 @@ class Node:
         """Dispatch one request frame (without its size prefix); `reply(frame)` once it is answered, in
         the order the caller keeps (None: no response, or the connection must close)."""
         api_key, api_version, correlation_id = peek_header(frame)
-        api = HANDLERS.get(api_key) or INTERNAL_HANDLERS.get(api_key)
+        api = HANDLERS.get(api_key)
         assert api is not None and api.version_min <= api_version <= api.version_max, (api_key, api_version)
         header, request = decode_request(frame, api_key, api_version)
         context = RequestContext(self.broker, api_key, api_version, correlation_id, header.client_id, peer)

@@ -29,9 +29,7 @@ from oncelog.config import BrokerConfig, TopicConfig
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import collision_key
-from oncelog.protocol.records import (
-    iter_batches,
-)
+from oncelog.protocol.records import first_record_at, iter_batches, parse_header
 from oncelog.storage.api import (
     ActiveProducer,
     Append,
@@ -385,13 +383,17 @@ class PostgresStorage:
                 return FoundOffset(ErrorCode.none)
             timestamp = int(row[0])
         cursor = await connection.execute(
-            "SELECT base_offset, max_timestamp FROM batch WHERE topic_id = %s AND partition = %s"
+            "SELECT payload FROM batch WHERE topic_id = %s AND partition = %s"
             " AND max_timestamp >= %s AND last_offset >= %s ORDER BY base_offset LIMIT 1",
             (info.topic_id, query.partition, timestamp, log_start))
         row = await cursor.fetchone()
-        if row is None or max(int(row[0]), log_start) >= fetchable_end:
+        if row is None:
             return FoundOffset(ErrorCode.none)
-        return FoundOffset(ErrorCode.none, max(int(row[0]), log_start), int(row[1]))
+        payload = bytes(row[0])
+        offset, found_timestamp = first_record_at(payload, parse_header(payload), timestamp)
+        if max(offset, log_start) >= fetchable_end:
+            return FoundOffset(ErrorCode.none)
+        return FoundOffset(ErrorCode.none, max(offset, log_start), found_timestamp)
 
     def partition_offsets(self, keys: list[PartitionKey]) -> Completion[list[PartitionOffsets]]:
         return self._run(self._partition_offsets(keys))
