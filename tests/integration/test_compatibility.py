@@ -126,3 +126,32 @@ def test_broker_configs_have_kafkas_names_values_and_sources(oncelog_broker: str
     assert configs["listeners"].source == ConfigSource.STATIC_BROKER_CONFIG.value  # port 0, not the default
     assert configs["listeners"].value.startswith("PLAINTEXT://127.0.0.1:")
     assert configs["advertised.listeners"].value is None
+
+
+def test_authorized_operations_are_returned_when_asked(oncelog_broker: str, topic_name: str) -> None:
+    """Metadata, DescribeCluster and DescribeGroups never returned authorized operations; without an
+    authorizer Kafka answers every operation that applies to the resource type."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient
+
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})
+    producer.produce(topic_name, b"x", partition=0)
+    producer.flush(10)
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "ops", "log_level": 0})
+    consumer.commit(offsets=[TopicPartition(topic_name, 0, 1)], asynchronous=False)
+    consumer.close()
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(10)
+    assert set(cluster.authorized_operations) == {
+        AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
+        AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE}
+    topics = admin.describe_topics(TopicCollection([topic_name]), include_authorized_operations=True)
+    described = topics[topic_name].result(10)
+    assert set(described.authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+    group = admin.describe_consumer_groups(["ops"], include_authorized_operations=True)["ops"].result(10)
+    assert set(group.authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE,
+                                                AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+    plain = admin.describe_cluster().result(10)
+    assert plain.authorized_operations is None  # not asked: not answered

@@ -246,3 +246,19 @@ def test_acl_apis_without_an_authorizer_answer_security_disabled(oncelog_broker:
                                           "operation": 1, "permission_type": 1})
     assert ErrorCode(int(response.error_code)) == ErrorCode.security_disabled
     assert "authorizer.class.name" in response.error_message
+
+
+@pytest.mark.timeout(60)
+def test_authorized_operations_follow_the_acls(acl_broker: TlsBroker) -> None:
+    from confluent_kafka import TopicCollection
+
+    _topic(acl_broker, "ops")
+    _grant(acl_broker, (ConfluentResourceType.TOPIC, "ops", "alice", AclOperation.READ),
+           (ConfluentResourceType.TOPIC, "ops", "alice", AclOperation.DESCRIBE))
+    alice, admin = _admin(acl_broker, "alice"), _admin(acl_broker)  # alive while their futures are waited on
+    described = alice.describe_topics(TopicCollection(["ops"]), include_authorized_operations=True)["ops"].result(15)
+    assert set(described.authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE}
+    cluster = alice.describe_cluster(include_authorized_operations=True).result(15)
+    assert set(cluster.authorized_operations or []) == set()
+    # the super user may do everything that applies to the cluster
+    assert len(admin.describe_cluster(include_authorized_operations=True).result(15).authorized_operations) == 7

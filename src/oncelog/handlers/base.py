@@ -46,6 +46,31 @@ class RequestContext:
         """May this request's principal do `operation` on the resource (always, without an authorizer)?"""
         return self.broker.authorizer.authorize(self.principal, self.client_host, operation, resource_type, name)
 
+    def authorized_operations(self, wanted: bool, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
+        """The `*_authorized_operations` bit field of Metadata, DescribeCluster and DescribeGroups: bit N for
+        each operation (code N) the principal may do on the resource, among those that apply to its type
+        (Kafka's `AclEntry.supportedOperations`; all of them without an authorizer); INT32_MIN when the
+        request did not ask."""
+        if not wanted:
+            return AUTHORIZED_OPERATIONS_OMITTED
+        bits = 0
+        for operation in SUPPORTED_OPERATIONS[resource_type]:
+            if self.allowed(operation, resource_type, name):
+                bits |= 1 << int(operation)
+        return bits
+
+
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+_O = Operation
+SUPPORTED_OPERATIONS: dict[ResourceType, tuple[Operation, ...]] = {
+    ResourceType.TOPIC: (_O.READ, _O.WRITE, _O.CREATE, _O.DESCRIBE, _O.DELETE, _O.ALTER, _O.DESCRIBE_CONFIGS,
+                         _O.ALTER_CONFIGS),
+    ResourceType.GROUP: (_O.READ, _O.DESCRIBE, _O.DELETE, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS),
+    ResourceType.CLUSTER: (_O.CREATE, _O.CLUSTER_ACTION, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS, _O.IDEMPOTENT_WRITE,
+                           _O.ALTER, _O.DESCRIBE),
+    ResourceType.TRANSACTIONAL_ID: (_O.DESCRIBE, _O.WRITE),
+}
+
 
 class _NoResponse:
     """acks=0 produce: Kafka sends nothing back."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
+from oncelog.security.acl import ResourceType
 
 from .base import RequestContext
 
@@ -23,5 +24,6 @@ def handle(context: RequestContext, request: Any) -> Any:
         "controller_id": broker.cluster.controller(),
         "brokers": [{"broker_id": node_id, "host": host, "port": port}
                     for node_id, host, port in broker.live_brokers(context.listener)],
-        "cluster_authorized_operations": -2147483648,
+        "cluster_authorized_operations": context.authorized_operations(
+            bool(request.include_cluster_authorized_operations), ResourceType.CLUSTER),
     })

@@ -16,7 +16,9 @@ VERSIONS = (0, 5)
 
 
 def handle(context: RequestContext, request: Any) -> Any:
-    groups = [{**context.broker.groups.describe(group_id), "authorized_operations": -2147483648}
+    wanted = bool(getattr(request, "include_authorized_operations", False))
+    groups = [{**context.broker.groups.describe(group_id),
+               "authorized_operations": context.authorized_operations(wanted, ResourceType.GROUP, group_id)}
               if context.allowed(Operation.DESCRIBE, ResourceType.GROUP, group_id)
               else error_response(request, ErrorCode.group_authorization_failed)["groups"][index]
               for index, group_id in enumerate(request.groups)]

@@ -97,8 +97,8 @@ def handle(context: RequestContext, request: Any) -> Any:
             entries.append(_requested_entry(context, requested, allow_auto_create))
     listed = gather(entries)
     if listed.done:
-        return _respond(context, listed.value())
-    return AwaitCompletion(listed, lambda topics: _respond(context, topics))
+        return _respond(context, request, listed.value())
+    return AwaitCompletion(listed, lambda topics: _respond(context, request, topics))
 
 
 def _requested_entry(context: RequestContext, requested: Any, allow_auto_create: bool) -> Completion[dict[str, Any]]:
@@ -126,8 +126,13 @@ def _requested_entry(context: RequestContext, requested: Any, allow_auto_create:
     return entry
 
 
-def _respond(context: RequestContext, topics: list[dict[str, Any]]) -> Any:
+def _respond(context: RequestContext, request: Any, topics: list[dict[str, Any]]) -> Any:
     broker = context.broker
+    topic_operations = bool(getattr(request, "include_topic_authorized_operations", False))
+    for entry in topics:
+        if entry["error_code"] == ErrorCode.none:
+            entry["topic_authorized_operations"] = context.authorized_operations(
+                topic_operations, ResourceType.TOPIC, entry["name"])
     return build_response(
         API_KEY,
         context.api_version,
@@ -138,7 +143,8 @@ def _respond(context: RequestContext, topics: list[dict[str, Any]]) -> Any:
             "cluster_id": broker.cluster_id,
             "controller_id": broker.cluster.controller(),
             "topics": topics,
-            "cluster_authorized_operations": -2147483648,
+            "cluster_authorized_operations": context.authorized_operations(
+                bool(getattr(request, "include_cluster_authorized_operations", False)), ResourceType.CLUSTER),
         },
     )
 
