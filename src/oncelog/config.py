@@ -10,7 +10,7 @@ Kafka's `LogConfig`; a topic stores only its overrides.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +23,17 @@ from oncelog.listeners import (
     parse_protocol_map,
 )
 from oncelog.security import settings as security_settings
+from oncelog.topic_config import (  # re-exported: topic configs live in their own module
+    _parse_bool,
+    _parse_cleanup_policy,
+    _parse_timestamp_type,
+)
 
 DAY_MS = 24 * 3600 * 1000
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown or invalid; the message says which and why."""
-
-
-def _parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _parse_timestamp_type(value: str) -> str:
-    if value not in ("CreateTime", "LogAppendTime"):
-        raise ValueError("expected CreateTime or LogAppendTime")
-    return value
-
-
-def _parse_cleanup_policy(value: str) -> str:
-    parts = sorted(part.strip() for part in value.split(","))
-    if not parts or any(part not in ("delete", "compact") for part in parts):
-        raise ValueError("expected delete, compact or compact,delete")
-    return ",".join(parts)
-
-
-def _parse_compression_type(value: str) -> str:
-    # Only "producer" keeps batches as bytes; a recompressing broker would re-encode every batch.
-    if value != "producer":
-        raise ValueError("oncelog stores batches as the producer compressed them: only 'producer' is supported")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,90 +342,3 @@ def broker_property_values(config: BrokerConfig) -> list[tuple[str, str | None, 
             default = default // unit if default % unit == 0 else None
         values.append((name, _kafka_syntax(value), value == default))
     return values
-
-
-# --- topic configs -----------------------------------------------------------------------------------
-
-
-INT_MAX = 2**31 - 1
-LONG_MAX = 2**63 - 1
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    """A parser for an integer config with Kafka's range validator (`atLeast`, `between`)."""
-
-    def parse(value: str) -> int:
-        number = int(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}" if high < LONG_MAX else f"must be at least {low}")
-        return number
-
-    return parse
-
-
-@dataclass(frozen=True, slots=True)
-class TopicConfigSpec:
-    name: str
-    broker_field: str | None
-    parse: Callable[[str], Any]
-    kind: str = "LONG"
-    """Kafka's ConfigType name, for DescribeConfigs."""
-
-
-TOPIC_CONFIGS: dict[str, TopicConfigSpec] = {
-    spec.name: spec
-    for spec in (
-        # Ranges are Kafka's LogConfig validators (segment.bytes at least LegacyRecord.RECORD_OVERHEAD_V0).
-        TopicConfigSpec("segment.bytes", "log_segment_bytes", _int_in(14, INT_MAX), "INT"),
-        TopicConfigSpec("segment.ms", "log_roll_ms", _int_in(1, LONG_MAX)),
-        TopicConfigSpec("retention.ms", "log_retention_ms", _int_in(-1, LONG_MAX)),
-        TopicConfigSpec("retention.bytes", "log_retention_bytes", _int_in(-(2**63), LONG_MAX)),
-        TopicConfigSpec("index.interval.bytes", "log_index_interval_bytes", _int_in(0, INT_MAX), "INT"),
-        TopicConfigSpec("max.message.bytes", "message_max_bytes", _int_in(0, INT_MAX), "INT"),
-        TopicConfigSpec("message.timestamp.type", "log_message_timestamp_type", _parse_timestamp_type, "STRING"),
-        TopicConfigSpec("cleanup.policy", "log_cleanup_policy", _parse_cleanup_policy, "LIST"),
-        TopicConfigSpec("delete.retention.ms", "log_cleaner_delete_retention_ms", _int_in(0, LONG_MAX)),
-        TopicConfigSpec("compression.type", None, _parse_compression_type, "STRING"),
-        TopicConfigSpec("min.insync.replicas", None, _int_in(1, INT_MAX), "INT"),
-    )
-}
-
-_TOPIC_DEFAULTS_WITHOUT_BROKER_FIELD = {"compression.type": "producer", "min.insync.replicas": "1"}
-
-
-def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
-    """Check topic overrides; returns the normalised ones. Raises ConfigError naming the bad entry."""
-    normalised: dict[str, str] = {}
-    for name, value in configs.items():
-        spec = TOPIC_CONFIGS.get(name)
-        if spec is None:
-            raise ConfigError(f"unknown topic config {name!r}")
-        if value is None:
-            continue
-        try:
-            parsed = spec.parse(value)
-        except ValueError as error:
-            raise ConfigError(f"invalid value {value!r} for topic config {name}: {error}") from error
-        normalised[name] = str(parsed)
-    return normalised
-
-
-@dataclass(frozen=True, slots=True)
-class TopicConfig:
-    """The effective config of one topic: its overrides over the broker defaults."""
-
-    overrides: Mapping[str, str] = field(default_factory=dict)
-
-    def value(self, name: str, broker: BrokerConfig) -> str:
-        if name in self.overrides:
-            return self.overrides[name]
-        spec = TOPIC_CONFIGS[name]
-        if spec.broker_field is None:
-            return _TOPIC_DEFAULTS_WITHOUT_BROKER_FIELD[name]
-        return str(getattr(broker, spec.broker_field))
-
-    def int_value(self, name: str, broker: BrokerConfig) -> int:
-        return int(self.value(name, broker))
-
-    def is_default(self, name: str) -> bool:
-        return name not in self.overrides

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oncelog.config import ConfigError, TopicConfig, validate_topic_configs
+from oncelog.config import ConfigError
 from oncelog.coordinator.runtime import Completion, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS, topic_name_problem
 from oncelog.storage.api import TopicInfo
+from oncelog.topic_config import TopicConfig, validate_topic_configs
 
 if TYPE_CHECKING:
     from oncelog.broker import Broker

@@ -13,10 +13,11 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from oncelog.client import KafkaClient
-from oncelog.config import TopicConfig, broker_config
+from oncelog.config import broker_config
 from oncelog.errors import ErrorCode
 from oncelog.log.manager import LogManager
 from oncelog.testing import BrokerProcess, embedded_broker
+from oncelog.topic_config import TopicConfig
 from tests.helpers import create_topic, create_topic_result
 
 _create = create_topic_result

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,3 +155,39 @@ def test_authorized_operations_are_returned_when_asked(oncelog_broker: str, topi
                                                 AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
     plain = admin.describe_cluster().result(10)
     assert plain.authorized_operations is None  # not asked: not answered
+
+
+def test_every_kafka_topic_config_is_accepted_validated_and_described(oncelog_broker: str, topic_name: str) -> None:
+    """CreateTopics refused standard topic configs (file.delete.delay.ms, min.cleanable.dirty.ratio,
+    max.compaction.lag.ms, ...); Kafka accepts them all with its validators."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    configs = {"file.delete.delay.ms": "1000", "min.cleanable.dirty.ratio": "0.2", "max.compaction.lag.ms": "5000",
+               "min.compaction.lag.ms": "10", "flush.messages": "100", "preallocate": "true",
+               "segment.jitter.ms": "5", "unclean.leader.election.enable": "false",
+               "message.timestamp.before.max.ms": "60000", "compression.zstd.level": "7",
+               "leader.replication.throttled.replicas": "0:1"}
+    admin.create_topics([NewTopic(topic_name, 1, config=configs)])[topic_name].result(10)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    described = admin.describe_configs([resource])[resource].result(10)
+    for name, value in configs.items():
+        assert (described[name].value, described[name].source) == (value, ConfigSource.DYNAMIC_TOPIC_CONFIG.value), name
+    assert described["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert described["segment.index.bytes"].value == "10485760"
+    for name, bad in (("min.cleanable.dirty.ratio", "1.5"), ("remote.storage.enable", "true"),
+                      ("preallocate", "maybe"), ("max.compaction.lag.ms", "0"), ("no.such.config", "1")):
+        future = admin.create_topics([NewTopic(f"{topic_name}-bad", 1, config={name: bad})])[f"{topic_name}-bad"]
+        with pytest.raises(KafkaException) as refused:
+            future.result(10)
+        assert refused.value.args[0].name() == "INVALID_CONFIG", name
+
+    outcomes: list[Any] = []
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})
+    now_ms = int(time.time() * 1000)
+    producer.produce(topic_name, b"now", timestamp=now_ms, on_delivery=lambda e, _m: outcomes.append(e))
+    producer.flush(10)  # one batch each: a refused record fails its whole batch, as in Kafka
+    producer.produce(topic_name, b"stale", timestamp=now_ms - 3_600_000, on_delivery=lambda e, _m: outcomes.append(e))
+    producer.flush(10)
+    assert outcomes[0] is None
+    assert outcomes[1] is not None and outcomes[1].name() == "INVALID_TIMESTAMP"

@@ -197,7 +197,8 @@ def test_retention_deletes_the_oldest_batches_by_age_and_by_size_and_moves_the_l
     """retention.ms: the expired prefix goes (a batch as the local log's segment), never the newest batch;
     retention.bytes: the oldest go while what stays is at least that many bytes. Reads below the new start
     answer OFFSET_OUT_OF_RANGE; appends go on at the same next offset; a compacted topic is not touched."""
-    from oncelog.config import TopicConfig, broker_config
+    from oncelog.config import broker_config
+    from oncelog.topic_config import TopicConfig
 
     defaults = broker_config({})
     day_ms = 86_400_000
@@ -254,7 +255,7 @@ def test_a_topic_refresh_that_read_before_a_create_does_not_hide_the_new_topic(d
     created a topic meanwhile, and the refresh then replaced the cache without it: Metadata answered
     UNKNOWN_TOPIC for a moment and a consumer group rebalanced. A refresh that overlapped a local create
     reads again."""
-    from oncelog.config import TopicConfig
+    from oncelog.topic_config import TopicConfig
 
     async def run() -> None:
         storage = PostgresStorage(database_url)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from oncelog.config import TopicConfig, broker_config
+from oncelog.config import broker_config
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode
 from oncelog.log.manager import LogManager
@@ -35,6 +35,7 @@ from oncelog.storage.api import (
     Storage,
 )
 from oncelog.storage.local import LocalStorage
+from oncelog.topic_config import TopicConfig
 
 pytestmark = pytest.mark.timeout(60)
 

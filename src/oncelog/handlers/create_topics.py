@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from oncelog.config import TOPIC_CONFIGS
 from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import Created, create_topic
+from oncelog.topic_config import TOPIC_CONFIGS
 
 from .base import AwaitCompletion, RequestContext
 

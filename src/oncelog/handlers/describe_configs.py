@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.config import TOPIC_CONFIGS, BrokerConfig, broker_property_of, broker_property_values
+from oncelog.config import BrokerConfig, broker_property_of, broker_property_values
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 from oncelog.security import settings as security_settings
 from oncelog.security.acl import Operation, ResourceType
+from oncelog.topic_config import TOPIC_CONFIGS
 
 from .base import RequestContext
 

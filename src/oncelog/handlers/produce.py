@@ -26,19 +26,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncelog.config import BrokerConfig
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.codec import build_response
 from oncelog.protocol.records import (
     BATCH_HEADER_BYTES,
     BatchHeader,
-    first_keyless_record,
+    first_record_where,
     parse_header,
     validate_client_batch,
     with_log_append_time,
 )
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.storage.api import PRODUCE_VERIFICATION_ERRORS, Append, Appended, AppendResult, PartitionKey
+from oncelog.topic_config import LONG_MAX, TopicConfig
 
 from .base import CLOSE_CONNECTION, NO_RESPONSE, AwaitCompletion, RequestContext
 
@@ -100,13 +102,9 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
         if records is None:
             raise KafkaError(ErrorCode.invalid_record, "records are null")
         header = validate_client_batch(records, topic.config.int_value("max.message.bytes", broker.config))
-        if "compact" in topic.config.value("cleanup.policy", broker.config):
-            keyless = first_keyless_record(records, header)
-            if keyless is not None:  # Kafka's LogValidator.validateKey
-                problem = "Compacted topic cannot accept message without key"
-                return _partition_result(
-                    index, ErrorCode.invalid_record, message=f"{problem} in topic partition {topic_name}-{index}.",
-                    record_errors=[{"batch_index": keyless, "batch_index_error_message": f"{problem}."}])
+        refused = _refused_record(topic.config, broker.config, topic_name, index, records, header, now_ms)
+        if refused is not None:
+            return refused
         log_append_time = -1
         if topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime":
             records = with_log_append_time(records, now_ms)
@@ -115,6 +113,32 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
     except KafkaError as error:
         return _partition_result(index, error.code, message=error.message)
     return Append(topic_name, index, records, header), log_append_time
+
+
+def _refused_record(topic: TopicConfig, broker: BrokerConfig, topic_name: str, index: int, records: bytes,
+                    header: BatchHeader, now_ms: int) -> dict[str, Any] | None:
+    """Kafka's per-record LogValidator checks, made only where a topic config asks for them (they decode
+    the batch): a key on compacted topics, CreateTime timestamps within message.timestamp.before/after.max.ms."""
+    if "compact" in topic.value("cleanup.policy", broker):
+        wrong = first_record_where(records, header, lambda record: record.key is None)
+        if wrong is not None:
+            return _record_error(index, ErrorCode.invalid_record, wrong, topic_name,
+                                 "Compacted topic cannot accept message without key")
+    before = topic.int_value("message.timestamp.before.max.ms", broker)
+    after = topic.int_value("message.timestamp.after.max.ms", broker)
+    if (before, after) == (LONG_MAX, LONG_MAX) or topic.value("message.timestamp.type", broker) != "CreateTime":
+        return None
+    low, high = now_ms - before, now_ms + after
+    wrong = first_record_where(records, header, lambda record: not low <= record.timestamp <= high)
+    if wrong is None:
+        return None
+    return _record_error(index, ErrorCode.invalid_timestamp, wrong, topic_name,
+                         f"Timestamp is out of range ({low}..{high})")
+
+
+def _record_error(index: int, code: ErrorCode, record: int, topic_name: str, problem: str) -> dict[str, Any]:
+    return _partition_result(index, code, message=f"{problem} in topic partition {topic_name}-{index}.",
+                             record_errors=[{"batch_index": record, "batch_index_error_message": f"{problem}."}])
 
 
 def _has_transactional_batches(request: Any) -> bool:

@@ -35,10 +35,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from oncelog.config import BrokerConfig, TopicConfig
+from oncelog.config import BrokerConfig
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.fs import OS_FILE_SYSTEM, DataDir, FileSystem, OpenFiles, RollbackFailed, write_atomically
 from oncelog.logs import RateLimited, safe
+from oncelog.topic_config import TopicConfig
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .cleaner import Uncleanable, clean

@@ -419,15 +419,16 @@ def first_record_at(batch: bytes, header: BatchHeader, timestamp: int) -> tuple[
     return header.base_offset, header.max_timestamp
 
 
-def first_keyless_record(batch: bytes, header: BatchHeader) -> int | None:
-    """Index in the batch of its first record without a key, or None (Kafka's LogValidator refuses
-    those on compacted topics). A batch whose records cannot be read counts as keyless at 0."""
+def first_record_where(batch: bytes, header: BatchHeader, wrong: Callable[[Record], bool]) -> int | None:
+    """Index in the batch of its first record for which `wrong(record)`, or None: the checks Kafka's
+    LogValidator makes per record (a key on compacted topics, timestamps within the topic's window).
+    A batch whose records cannot be read counts as wrong at 0."""
     from oncelog.protocol.compression import CompressionError, decompress
 
     try:
         body = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
         for index, record in enumerate(decode_records(body, header)):
-            if record.key is None:
+            if wrong(record):
                 return index
     except (CompressionError, ValueError):
         return 0

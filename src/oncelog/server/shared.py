@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from oncelog.awaiting import completed
 from oncelog.broker import SharedBackend
-from oncelog.config import BrokerConfig, TopicConfig
+from oncelog.config import BrokerConfig
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.storage.postgres.groups import GroupPartitions
@@ -22,6 +22,7 @@ from oncelog.storage.postgres.registry import BrokerRegistry
 from oncelog.storage.postgres.security import PostgresSecurityStore
 from oncelog.storage.postgres.storage import PostgresStorage
 from oncelog.storage.postgres.transactions import PostgresTransactions
+from oncelog.topic_config import TopicConfig
 
 
 @dataclass

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from oncelog.config import TopicConfig
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.records import BatchHeader
+from oncelog.topic_config import TopicConfig
 
 LEADER_EPOCH = 0
 """Partition leader epochs never change (no replicas to diverge), so there is no KIP-320 truncation."""

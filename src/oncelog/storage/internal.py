@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from oncelog.config import BrokerConfig, TopicConfig
+from oncelog.config import BrokerConfig
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
 from oncelog.coordinator.runtime import StoredBatch
 from oncelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
@@ -33,6 +33,7 @@ from oncelog.fs import FileSystem, write_atomically
 from oncelog.log.manager import INTERNAL_TOPICS, Topic
 from oncelog.log.partition import PartitionLog
 from oncelog.protocol.records import CONTROL_COMMIT, build_batch, iter_records, parse_header, read_marker
+from oncelog.topic_config import TopicConfig
 
 from .api import Marker
 from .local import AllDurable, LocalStorage

@@ -12,13 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from oncelog.config import TopicConfig
 from oncelog.coordinator.runtime import Completion, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import LogManager, Topic
 from oncelog.log.partition import PartitionLog
 from oncelog.log.producer_state import iter_entries
 from oncelog.protocol.records import iter_batches
+from oncelog.topic_config import TopicConfig
 
 from .api import (
     ACKS_ALL,

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from oncelog.config import BrokerConfig, TopicConfig
+from oncelog.config import BrokerConfig
 from oncelog.coordinator.runtime import Completion
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import collision_key
@@ -45,6 +45,7 @@ from oncelog.storage.api import (
     TopicInfo,
     Verifier,
 )
+from oncelog.topic_config import TopicConfig
 
 from .retention import retain
 from .schema import migrate
