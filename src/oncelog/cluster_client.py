@@ -56,7 +56,7 @@ class ClusterClient:
             if code == ErrorCode.topic_authorization_failed:
                 raise ClientError(f"not authorized to use topic {topic!r}: ask for an ACL (oncelog acls add)")
             if code not in (ErrorCode.none, ErrorCode.leader_not_available) or time.monotonic() > deadline:
-                raise ClientError(f"topic {topic!r} is not available: {code.name}")
+                raise ClientError(f"topic {topic!r} is not available: {code.name.upper()}")
             time.sleep(0.2)
 
     def for_node(self, layout: TopicLayout, partition: int) -> KafkaClient:
@@ -68,6 +68,14 @@ class ClusterClient:
         if client is None:
             client = self._clients[address] = connect(self._args, address)
         return client
+
+    def forget(self, layout: TopicLayout, partition: int) -> None:
+        """Drop the connection to the partition's leader (it failed: a late answer on it would be read as
+        the answer to the next request); the next `for_node` connects afresh."""
+        address = layout.nodes.get(layout.leaders.get(partition, -1))
+        client = self._clients.pop(address, None) if address is not None else None
+        if client is not None:
+            client.close()
 
     def close(self) -> None:
         self.bootstrap.close()

@@ -16,6 +16,7 @@ import argparse
 import base64
 import contextlib
 import json
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -32,6 +33,9 @@ FETCH_VERSION = 11
 LIST_OFFSETS_VERSION = 5
 FETCH_MAX_BYTES = 8 << 20
 FETCH_WAIT_MS = 500
+FETCH_INFLATED_MAX = 64 << 20
+"""Decompressed bytes taken from one fetch at most (each batch is capped too, protocol.compression): the
+batches after are fetched again, so a fetch full of well-compressed batches cannot exhaust memory."""
 PRINT_PROPERTIES = ("print.key", "print.headers", "print.partition", "print.offset", "print.timestamp")
 
 
@@ -76,9 +80,9 @@ class Formatter:
                     raise ConfigError(f"--property {name} takes true or false, not {value!r}")
                 self.flags[name] = value.lower() == "true"
             elif name == "key.separator":
-                self.key_separator = value.encode().decode("unicode_escape")
+                self.key_separator = unescape(value)
             elif name == "line.separator":
-                self.line_separator = value.encode().decode("unicode_escape")
+                self.line_separator = unescape(value)
             else:
                 raise ConfigError(f"--property {name}: unknown; use {', '.join(PRINT_PROPERTIES)}, key.separator "
                                   "or line.separator")
@@ -107,6 +111,12 @@ class Formatter:
         out.write(self.key_separator.join(parts) + self.line_separator)
 
 
+def unescape(value: str) -> str:
+    """`\\t`, `\\n`, `\\r` and `\\\\` as the characters a shell makes hard to type; anything else as given."""
+    return re.sub(r"\\([tnr\\])", lambda match: {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[match.group(1)],
+                  value)
+
+
 def _text(value: bytes | None) -> str:
     return "null" if value is None else value.decode(errors="backslashreplace")
 
@@ -120,10 +130,13 @@ def _put_bytes(entry: dict[str, Any], name: str, value: bytes | None) -> dict[st
 
 
 class _Reader:
-    def __init__(self, cluster: ClusterClient, layout: TopicLayout, read_committed: bool) -> None:
+    def __init__(self, cluster: ClusterClient, layout: TopicLayout, read_committed: bool, reset_to: int) -> None:
         self.cluster = cluster
         self.layout = layout
         self.read_committed = read_committed
+        self.reset_to = reset_to
+        """Where an out-of-range position goes: -2 earliest (--from-beginning), -1 latest, as Kafka's
+        console consumer sets auto.offset.reset."""
 
     def list_offset(self, partition: int, timestamp: int) -> int:
         """-2: earliest, -1: latest (the LSO for read_committed)."""
@@ -134,7 +147,7 @@ class _Reader:
         answer = response.topics[0].partitions[0]
         code = ErrorCode(int(answer.error_code))
         if code != ErrorCode.none:
-            raise ClientError(f"cannot find the offsets of {self.layout.topic}-{partition}: {code.name}")
+            raise ClientError(f"cannot find the offsets of {self.layout.topic}-{partition}: {code.name.upper()}")
         return int(answer.offset)
 
     def fetch(self, positions: dict[int, int]) -> list[tuple[int, list[Record], int]]:
@@ -156,10 +169,10 @@ class _Reader:
                 partition = int(data.partition_index)
                 code = ErrorCode(int(data.error_code))
                 if code == ErrorCode.offset_out_of_range:
-                    results.append((partition, [], self.list_offset(partition, -2)))
+                    results.append((partition, [], self.list_offset(partition, self.reset_to)))
                     continue
                 if code != ErrorCode.none:
-                    raise ClientError(f"fetch from {self.layout.topic}-{partition} failed: {code.name}")
+                    raise ClientError(f"fetch from {self.layout.topic}-{partition} failed: {code.name.upper()}")
                 results.append((partition, *self._records(data, positions[partition])))
         return results
 
@@ -169,12 +182,16 @@ class _Reader:
         visible = {start for start, _header in visible_batches(raw, aborted, self.read_committed)}
         records: list[Record] = []
         next_position = fetch_position
+        inflated = 0
         for start, header in iter_batches(raw):
+            if inflated > FETCH_INFLATED_MAX:  # the rest of this fetch waits for the next one
+                return records, max(fetch_position, header.base_offset)
             next_position = max(next_position, header.next_offset)
             if start not in visible:  # a control batch, or an aborted transaction's (read_committed)
                 continue
             try:
                 body = decompress(header.compression, raw[start + BATCH_HEADER_BYTES:start + header.size])
+                inflated += len(body)
                 records += [r for r in decode_records(body, header) if r.offset >= fetch_position]
             except (CompressionError, ValueError) as error:
                 raise ClientError(f"cannot read a batch of {self.layout.topic} at offset {header.base_offset}: "
@@ -196,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
         if args.partition is not None and args.partition not in layout.leaders:
             print(f"oncelog: {args.topic} has no partition {args.partition}", file=sys.stderr)
             return 1
-        reader = _Reader(cluster, layout, args.isolation_level == "read_committed")
+        reader = _Reader(cluster, layout, args.isolation_level == "read_committed",
+                         -2 if args.from_beginning or args.offset == "earliest" else -1)
         if args.group is not None:
             member = GroupMember(args, cluster.bootstrap, args.group, args.topic, len(layout.leaders))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it as cleanly as --max-messages

@@ -14,6 +14,7 @@ Kafka's default partitioner picks (murmur2 of the key), so keys land where Java 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import sys
@@ -25,11 +26,14 @@ from typing import Any, BinaryIO
 from oncelog.client import ClientError
 from oncelog.cluster_client import ClusterClient, TopicLayout
 from oncelog.config import ConfigError
+from oncelog.console_consumer import unescape
 from oncelog.errors import ErrorCode
 from oncelog.protocol.compression import CODECS, compress
 from oncelog.protocol.records import build_batch
 
 PRODUCE_VERSION = 7
+BATCH_BYTES = 256 << 10
+"""Input bytes per batch at most (a line longer than this goes alone): well under message.max.bytes."""
 RETRIES = 10
 RETRY_BACKOFF_S = 0.2
 RETRIABLE = frozenset({
@@ -83,7 +87,7 @@ class LineFormat:
             elif not value:
                 raise ConfigError(f"--property {key} must not be empty")
             else:
-                setattr(result, names[key], value.encode().decode("unicode_escape").encode())
+                setattr(result, names[key], unescape(value).encode())
         return result
 
     def parse(self, line: bytes) -> tuple[bytes | None, bytes, Headers]:
@@ -136,17 +140,19 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def input_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
-    """Lines of `stream` (newline stripped), in batches that end when full or when the input has nothing
-    ready right now (so a line typed at a terminal is sent at once)."""
+def input_batches(stream: BinaryIO, batch_size: int, batch_bytes: int = BATCH_BYTES) -> Iterator[list[bytes]]:
+    """Lines of `stream` (newline stripped), in batches that end when `batch_size` lines or `batch_bytes`
+    bytes are in (as the Java producer's batch.size) or when the input has nothing ready right now (so a
+    line typed at a terminal is sent at once)."""
     descriptor = stream.fileno()
     pending = b""
     batch: list[bytes] = []
+    size = 0
     while True:
         ready = select.select([descriptor], [], [], 0)[0] if batch else [descriptor]
         if not ready:
             yield batch
-            batch = []
+            batch, size = [], 0
             continue
         chunk = os.read(descriptor, 1 << 16)
         if not chunk:
@@ -158,10 +164,14 @@ def input_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
+            if batch and size + len(line) > batch_bytes:
+                yield batch
+                batch, size = [], 0
             batch.append(line.rstrip(b"\r"))
+            size += len(line)
             if len(batch) >= batch_size:
                 yield batch
-                batch = []
+                batch, size = [], 0
 
 
 @dataclass(slots=True)
@@ -179,7 +189,7 @@ class _Producer:
         response = self.cluster.bootstrap.request(22, 1, {"transactional_id": None, "transaction_timeout": 60_000})
         code = ErrorCode(int(response.error_code))
         if code != ErrorCode.none:
-            raise ClientError(f"the broker refused a producer id: {code.name}" + (
+            raise ClientError(f"the broker refused a producer id: {code.name.upper()}" + (
                 " (idempotent writes need the IdempotentWrite ACL on the cluster)"
                 if code == ErrorCode.cluster_authorization_failed else ""))
         self.producer_id, self.producer_epoch = int(response.producer_id), int(response.producer_epoch)
@@ -201,8 +211,13 @@ class _Producer:
                                     "partition_data": [{"index": partition, "records": batch}]}]},
                     expect_response=self.acks != 0)
             except ClientError:
-                problem = ErrorCode.network_exception  # the same batch again: its sequence makes it once-only
+                # A new connection, the leader looked up again, the same batch again: its sequence makes it
+                # once-only if the first attempt was written after all.
+                problem = ErrorCode.network_exception
+                self.cluster.forget(self.layout, partition)
                 time.sleep(RETRY_BACKOFF_S)
+                with contextlib.suppress(ClientError):
+                    self.layout = self.cluster.layout(self.layout.topic, create=False)
                 continue
             if response is None:
                 break
@@ -211,14 +226,16 @@ class _Producer:
             if problem == ErrorCode.none:
                 break
             if problem not in RETRIABLE:
-                message = f": {answer.error_message}" if answer.error_message else ""
+                detail = getattr(answer, "error_message", None)  # Produce v8+ only
+                message = f": {detail}" if detail else ""
                 raise ClientError(f"{self.layout.topic}-{partition} refused {len(records)} records: "
-                                  f"{problem.name}{message}")
+                                  f"{problem.name.upper()}{message}")
             time.sleep(RETRY_BACKOFF_S)
             if problem in (ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available):
                 self.layout = self.cluster.layout(self.layout.topic, create=False)
         else:
-            raise ClientError(f"{self.layout.topic}-{partition}: gave up after {RETRIES} attempts ({problem.name})")
+            raise ClientError(f"{self.layout.topic}-{partition}: gave up after {RETRIES} attempts "
+                              f"({problem.name.upper()})")
         if self.producer_id >= 0:
             self.sequences[partition] = (sequence + len(records)) & 0x7FFFFFFF
 

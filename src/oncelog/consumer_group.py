@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import sys
 import time
 from typing import Any
 
@@ -22,6 +23,8 @@ from oncelog.errors import ErrorCode
 SESSION_TIMEOUT_MS = 10_000
 REBALANCE_TIMEOUT_MS = 30_000
 HEARTBEAT_INTERVAL_S = 3.0
+UNSTABLE_WAIT_S = 120.0
+"""How long committed offsets held by an undecided transaction are waited for before giving up."""
 REJOIN = frozenset({ErrorCode.rebalance_in_progress, ErrorCode.illegal_generation, ErrorCode.unknown_member_id,
                     ErrorCode.fenced_instance_id})
 RETRIABLE = frozenset({ErrorCode.coordinator_load_in_progress, ErrorCode.coordinator_not_available,
@@ -64,6 +67,18 @@ def range_assignment(members: dict[str, set[str]], partitions: dict[str, int]) -
     return plan
 
 
+def _subscribed(metadata: bytes) -> set[str]:
+    """A member's subscription; one we cannot read (another client's bug) subscribes to nothing."""
+    try:
+        return subscription_topics(metadata)
+    except ValueError:
+        return set()
+
+
+def _names(codes: set[ErrorCode]) -> str:
+    return ", ".join(sorted(code.name.upper() for code in codes - {ErrorCode.none}))
+
+
 def _code(value: Any) -> ErrorCode:
     return ErrorCode(int(value))
 
@@ -88,7 +103,7 @@ class GroupMember:
             if code == ErrorCode.group_authorization_failed:
                 raise ClientError(f"not authorized to use group {self.group_id!r}: ask for a Read ACL on it")
             if code != ErrorCode.none:
-                raise ClientError(f"no coordinator for group {self.group_id!r}: {code.name}")
+                raise ClientError(f"no coordinator for group {self.group_id!r}: {code.name.upper()}")
             self._coordinator = connect(self._args, f"{response.host}:{response.port}")
         return self._coordinator
 
@@ -114,11 +129,11 @@ class GroupMember:
                 time.sleep(0.3)
                 continue
             if code != ErrorCode.none:
-                raise ClientError(f"cannot join group {self.group_id!r}: {code.name}")
+                raise ClientError(f"cannot join group {self.group_id!r}: {code.name.upper()}")
             self.member_id, self.generation = str(joined.member_id), int(joined.generation_id)
             plan: list[dict[str, Any]] = []
             if str(joined.leader) == self.member_id:
-                members = {str(m.member_id): subscription_topics(bytes(m.metadata)) for m in joined.members}
+                members = {str(m.member_id): _subscribed(bytes(m.metadata)) for m in joined.members}
                 assigned = range_assignment(members, {self._topic: self._partition_count})
                 plan = [{"member_id": member, "assignment": encode_assignment(topics)}
                         for member, topics in assigned.items()]
@@ -129,14 +144,27 @@ class GroupMember:
             if code in REJOIN or code in RETRIABLE:
                 continue
             if code != ErrorCode.none:
-                raise ClientError(f"cannot sync with group {self.group_id!r}: {code.name}")
-            self.assignment = sorted(assigned_partitions(bytes(synced.assignment)).get(self._topic, []))
+                raise ClientError(f"cannot sync with group {self.group_id!r}: {code.name.upper()}")
+            try:
+                self.assignment = sorted(assigned_partitions(bytes(synced.assignment)).get(self._topic, []))
+            except ValueError as error:
+                raise ClientError(f"group {self.group_id!r}'s leader sent an assignment we cannot read: {error}") \
+                    from error
             self._last_heartbeat = time.monotonic()
             return self.assignment
         raise ClientError(f"could not join group {self.group_id!r} within {deadline_s:g} s")
 
-    def committed(self) -> dict[int, int]:
-        """Committed offsets of our partitions (-1 where none); waits out undecided transactional commits."""
+    def _lost_coordinator(self) -> None:
+        """The coordinator moved or is loading: ask FindCoordinator again next time."""
+        if self._coordinator is not None:
+            self._coordinator.close()
+            self._coordinator = None
+
+    def committed(self, deadline_s: float = UNSTABLE_WAIT_S) -> dict[int, int]:
+        """Committed offsets of our partitions (-1 where none); waits out undecided transactional commits
+        (UNSTABLE_OFFSET_COMMIT), saying so, for at most `deadline_s`."""
+        deadline = time.monotonic() + deadline_s
+        said = False
         while True:
             response = self._coordinator_client().request(9, 7, {
                 "group_id": self.group_id, "require_stable": True,
@@ -146,11 +174,20 @@ class GroupMember:
             if codes <= {ErrorCode.none}:
                 return {int(p.partition_index): int(p.committed_offset) for p in answers}
             if not codes <= {ErrorCode.none, ErrorCode.unstable_offset_commit} | RETRIABLE:
-                raise ClientError(f"cannot read group {self.group_id!r}'s offsets: {sorted(c.name for c in codes)}")
+                raise ClientError(f"cannot read group {self.group_id!r}'s offsets: {_names(codes)}")
+            if codes & RETRIABLE:
+                self._lost_coordinator()
+            elif not said:
+                print(f"oncelog: waiting for an open transaction to commit or abort group {self.group_id!r}'s "
+                      "offsets", file=sys.stderr)
+                said = True
+            if time.monotonic() > deadline:
+                raise ClientError(f"group {self.group_id!r}'s offsets stayed unreadable for {deadline_s:g} s: "
+                                  f"{_names(codes)}")
             time.sleep(0.2)
 
     def commit(self, offsets: dict[int, int]) -> bool:
-        """Commit; False if the group moved on (rebalance: join again)."""
+        """Commit; False if the group moved on or its coordinator did (join again, then commit)."""
         if not offsets:
             return True
         response = self._coordinator_client().request(8, 8, {
@@ -159,14 +196,17 @@ class GroupMember:
                 {"partition_index": partition, "committed_offset": offset, "committed_leader_epoch": -1,
                  "committed_metadata": None} for partition, offset in sorted(offsets.items())]}]})
         codes = {_code(p.error_code) for t in response.topics for p in t.partitions} - {ErrorCode.none}
+        if codes & RETRIABLE:
+            self._lost_coordinator()
+            return False
         if codes & REJOIN:
             return False
         if codes:
-            raise ClientError(f"cannot commit group {self.group_id!r}'s offsets: {sorted(c.name for c in codes)}")
+            raise ClientError(f"cannot commit group {self.group_id!r}'s offsets: {_names(codes)}")
         return True
 
     def heartbeat_due(self) -> bool:
-        """Heartbeat if it is time; False if the group is rebalancing (join again)."""
+        """Heartbeat if it is time; False if the group is rebalancing or moved (join again)."""
         if time.monotonic() - self._last_heartbeat < HEARTBEAT_INTERVAL_S:
             return True
         response = self._coordinator_client().request(12, 4, {
@@ -174,10 +214,13 @@ class GroupMember:
             "group_instance_id": None})
         self._last_heartbeat = time.monotonic()
         code = _code(response.error_code)
+        if code in RETRIABLE:
+            self._lost_coordinator()
+            return False
         if code in REJOIN:
             return False
-        if code != ErrorCode.none and code not in RETRIABLE:
-            raise ClientError(f"heartbeat to group {self.group_id!r} failed: {code.name}")
+        if code != ErrorCode.none:
+            raise ClientError(f"heartbeat to group {self.group_id!r} failed: {code.name.upper()}")
         return True
 
     def leave(self) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,45 @@ def test_binary_values_in_json_and_the_error_paths(oncelog_broker: str, topic_na
     assert offset_alone.returncode == 2 and "--offset needs --partition" in offset_alone.stderr
     unreachable = oncelog("produce", topic_name, "--bootstrap-server", "127.0.0.1:1", stdin="x\n")
     assert unreachable.returncode == 1 and "cannot connect to 127.0.0.1:1" in unreachable.stderr
+
+
+def test_produce_rides_out_a_broker_restart_without_losing_or_duplicating(tmp_path: Path) -> None:
+    """Found: after a lost connection the producer retried on the dead one and gave up."""
+    import socket
+
+    from oncelog.testing import BrokerProcess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = BrokerProcess(tmp_path / "d", {"listeners": f"PLAINTEXT://127.0.0.1:{port}"})
+    bootstrap = broker.start()
+    try:
+        producer = subprocess.Popen([sys.executable, "-m", "oncelog", "produce", "restarts", "--bootstrap-server",
+                                     bootstrap], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert producer.stdin is not None
+        producer.stdin.write("before\n")
+        producer.stdin.flush()
+        assert [v for _p, _k, v, _h in _read_all(bootstrap, "restarts", 1)] == [b"before"]
+        broker.kill()
+        broker.start()
+        producer.stdin.write("after\n")
+        producer.stdin.close()
+        assert producer.wait(60) == 0, producer.stderr.read() if producer.stderr else ""
+        consumed = oncelog("consume", "restarts", "--bootstrap-server", bootstrap, "--from-beginning",
+                           "--timeout-ms", "1500")
+        assert consumed.stdout.splitlines() == ["before", "after"], consumed.stderr
+    finally:
+        broker.terminate()
+
+
+def test_produce_sizes_batches_by_bytes_too(oncelog_broker: str, topic_name: str) -> None:
+    """600 lines of 4 KB made one 2.4 MB batch, over message.max.bytes: refused, then a traceback."""
+    lines = "".join(f"{index:04d}" + "x" * 4000 + "\n" for index in range(600))
+    produced = oncelog("produce", topic_name, "--bootstrap-server", oncelog_broker, stdin=lines)
+    assert produced.returncode == 0, produced.stderr
+    consumed = oncelog("consume", topic_name, "--bootstrap-server", oncelog_broker, "--from-beginning",
+                       "--max-messages", "600")
+    assert [line[:4] for line in consumed.stdout.splitlines()] == [f"{index:04d}" for index in range(600)]
+    too_big = oncelog("produce", topic_name, "--bootstrap-server", oncelog_broker, stdin="y" * 2_000_000 + "\n")
+    assert too_big.returncode == 1 and "MESSAGE_TOO_LARGE" in too_big.stderr and "Traceback" not in too_big.stderr

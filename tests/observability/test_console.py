@@ -132,6 +132,15 @@ def test_abort_needs_the_console_header_and_a_trusted_host(broker: EmbeddedBroke
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
     assert _abort(broker, body, {"Host": f"evil.example:{broker.server.http_port}"})[0] == 403  # DNS rebinding
+    for path in ("/api/overview", "/", "/api/producers?topic=guarded"):  # nor can such a page read the console
+        rebound = urllib.request.Request(_url(broker, path), headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as reading:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert reading.value.code == 403, path
+    metrics = urllib.request.Request(_url(broker, "/metrics"), headers={"Host": "prometheus-target.example"})
+    with urllib.request.urlopen(metrics, timeout=10) as scraped:  # Prometheus names its targets as it likes
+        assert scraped.status == 200
+        assert scraped.headers["X-Frame-Options"] == "DENY"
     states = {t["transactional_id"]: t["state"] for t in _get(broker, "/api/overview")["transactions"]}
     assert states["guarded"] == "Ongoing"
     assert _abort(broker, body, {"Host": f"localhost:{broker.server.http_port}"})[0] == 200
@@ -181,11 +190,60 @@ def test_the_listener_bounds_what_a_peer_sends(broker: EmbeddedBroker) -> None:
             for _ in range(CONNECTIONS_MAX)]
     try:
         time.sleep(0.3)
-        assert _raw(broker, b"GET /api/overview HTTP/1.1\r\n\r\n") == b""
+        assert _raw(broker, b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == b""
     finally:
         for connection in idle:
             connection.close()
     deadline = time.monotonic() + 10
-    while _raw(broker, b"GET /api/overview HTTP/1.1\r\n\r\n") == b"" and time.monotonic() < deadline:
+    while _raw(broker, b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == b"" and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _raw(broker, b"GET /api/overview HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    assert _raw(broker, b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_peer_that_never_reads_loses_its_slot_when_the_exchange_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from oncelog.observability import http
+
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT_S", 0.5)
+
+    async def huge(_request: http.HttpRequest) -> http.HttpResponse:
+        return http.HttpResponse(200, "text/plain", b"x" * (64 << 20))  # far more than socket buffers hold
+
+    async def scenario() -> tuple[int, int]:
+        listener = http.HttpListener(huge)
+        port = await listener.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")  # ...and never read the answer
+        await asyncio.sleep(0.2)
+        during = listener._open
+        await asyncio.sleep(1.0)
+        after = listener._open
+        writer.transport.abort()
+        await listener.stop()
+        del reader
+        return during, after
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
+def test_a_member_with_a_garbled_assignment_does_not_break_the_console(broker: EmbeddedBroker) -> None:
+    """A leader may sync any bytes as an assignment; the view shows no assignment instead of failing."""
+    from oncelog.client import KafkaClient
+
+    with KafkaClient(broker.bootstrap) as client:
+        join = {"group_id": "garbled", "session_timeout": 30000, "rebalance_timeout": 30000, "member_id": "",
+                "group_instance_id": None, "protocol_type": "consumer",
+                "protocols": [{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x01\x00"}]}
+        joined = client.request(11, 5, join)
+        joined = client.request(11, 5, {**join, "member_id": joined.member_id})
+        assert int(joined.error_code) == 0
+        synced = client.request(14, 3, {"group_id": "garbled", "generation_id": joined.generation_id,
+                                        "member_id": joined.member_id, "group_instance_id": None,
+                                        "assignments": [{"member_id": joined.member_id,
+                                                         "assignment": b"\x00\x00\x00\x00\x00\x01\x00\x01t"}]})
+        assert int(synced.error_code) == 0
+        [group] = [g for g in _get(broker, "/api/overview")["groups"] if g["group_id"] == "garbled"]
+        assert group["state"] == "Stable" and group["members"][0]["assignment"] == []
+        with urllib.request.urlopen(_url(broker, "/metrics"), timeout=10) as scraped:
+            assert scraped.status == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -139,6 +140,20 @@ def test_group_state_rebalances_and_lag(broker: EmbeddedBroker) -> None:
     assert metrics[("oncelog_consumer_group_lag", (("group", "slow"), ("partition", "0"), ("topic", "lagging")))] == 6
     assert metrics[("oncelog_consumer_groups", (("state", "Stable"),))] == 1
     assert metrics[("oncelog_group_rebalances_total", ())] >= 1
+
+
+def test_made_up_versions_do_not_mint_metric_series(broker: EmbeddedBroker) -> None:
+    with KafkaClient(broker.bootstrap) as client:
+        client.request(18, 0, {})
+        for version in range(100, 160):  # ApiVersions answers these (UNSUPPORTED_VERSION) and keeps the connection
+            body = struct.pack(">hhih", 18, version, version, 5) + b"probe"
+            client.send_raw(struct.pack(">i", len(body)) + body)
+            client.receive_frame()
+    metrics = _scrape(broker)
+    versions = {dict(labels)["version"] for (name, labels) in metrics
+                if name == "oncelog_requests_total" and dict(labels)["api"] == "api_versions"}
+    assert versions == {"-1", "0"}
+    assert _sum(metrics, "oncelog_requests_total", api="api_versions", version="-1") == 60
 
 
 def test_only_get_metrics_is_served(broker: EmbeddedBroker) -> None:

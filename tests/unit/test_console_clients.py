@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -65,7 +63,42 @@ def test_compressed_batches_round_trip(codec: str) -> None:
     assert [(r.key, r.value, r.headers) for r in decoded] == [(k, v, (("h", b"x"),)) for k, v in records]
 
 
-def test_a_compression_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_a_compression_bomb_is_refused_while_inflating(codec: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = compression.compress(codec, b"\0" * 50_000)
     monkeypatch.setattr(compression, "DECOMPRESSED_BYTES_MAX", 1000)
     with pytest.raises(compression.CompressionError, match="inflates"):
-        compression.decompress(1, gzip.compress(b"\0" * 5000))
+        compression.decompress(codec, bomb)
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_corrupt_compressed_data_is_a_compression_error(codec: int) -> None:
+    with pytest.raises(compression.CompressionError, match="corrupt"):
+        compression.decompress(codec, b"\x12garbage" * 7)
+
+
+def test_separators_unescape_only_what_shells_make_hard_to_type() -> None:
+    from oncelog.console_consumer import unescape
+
+    assert unescape("\\t") == "\t" and unescape("a\\nb") == "a\nb" and unescape("\\\\t") == "\\t"
+    assert unescape("→é:") == "→é:"  # non-ASCII stays as typed (unicode_escape turned it into mojibake)
+    assert LineFormat.from_properties(["parse.key=true", "key.separator=→"]).parse("k→v".encode()) == (
+        b"k", b"v", ())
+
+
+def test_one_fetch_inflates_at_most_its_budget_and_the_rest_comes_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from oncelog import console_consumer
+
+    first = build_batch([(b"k", b"a" * 5000)], base_offset=0, compression=1,
+                        compress=lambda body: compression.compress(1, body))
+    second = build_batch([(b"k", b"b" * 5000)], base_offset=1, compression=1,
+                         compress=lambda body: compression.compress(1, body))
+    monkeypatch.setattr(console_consumer, "FETCH_INFLATED_MAX", 1000)
+    reader = console_consumer._Reader(None, None, False, -1)  # type: ignore[arg-type]
+    data = SimpleNamespace(records=first + second, aborted_transactions=None)
+    records, position = reader._records(data, 0)
+    assert [r.offset for r in records] == [0] and position == 1
+    records, position = reader._records(SimpleNamespace(records=second, aborted_transactions=None), 1)
+    assert [r.offset for r in records] == [1] and position == 2

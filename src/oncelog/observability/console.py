@@ -6,12 +6,12 @@
     GET  /api/producers?topic=T     the producers each partition of T remembers
     POST /api/transactions/abort    {"transactional_id": ID}: abort an Ongoing transaction, fencing its producer
 
-The abort is the only action, and it is guarded three ways: `http.console.read.only=true` refuses it;
-it needs the `X-Oncelog-Console` header, which a page of another origin cannot send without a CORS
-preflight this server never approves (so a link or a form elsewhere cannot trigger it); and the `Host`
-header must be an IP address, `localhost` or `http.host`, so a DNS-rebinding page (Host: evil.example)
-is refused too. The listener has no authentication: bind it beyond loopback only behind a proxy that
-has, or read-only.
+Everything but `/metrics` answers only when the `Host` header is an IP address, `localhost` or
+`http.host`, so a DNS-rebinding page (Host: evil.example) can neither read the console nor act; no answer
+may be framed by another site (X-Frame-Options, CSP frame-ancestors). The abort is the only action,
+guarded twice more: `http.console.read.only=true` refuses it, and it needs the `X-Oncelog-Console`
+header, which a page of another origin cannot send without a CORS preflight this server never approves.
+The listener has no authentication: bind it beyond loopback only behind a proxy that has, or read-only.
 """
 
 from __future__ import annotations
@@ -54,9 +54,12 @@ class Console:
 
     async def respond(self, request: HttpRequest) -> HttpResponse:
         route = (request.method, request.path)
-        if route == ("GET", "/metrics"):
+        if route == ("GET", "/metrics"):  # for Prometheus, which names the target however it likes
             await self._metrics.refresh()
             return HttpResponse(200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry))
+        if not self._trusted_host(request.headers.get("host", "")):
+            return _json(403, {"error": "the console answers only to an IP address, localhost or http.host in "
+                                        "the Host header (a DNS-rebinding page must not read it)"})
         if route in (("GET", "/"), ("GET", "/console")):
             return HttpResponse(200, "text/html; charset=utf-8", self._page)
         if route == ("GET", "/api/overview"):
@@ -124,8 +127,8 @@ class Console:
     async def _abort(self, request: HttpRequest) -> HttpResponse:
         if self._broker.config.http_console_read_only:
             return _json(403, {"error": "the console is read-only (http.console.read.only=true)"})
-        if request.headers.get(ACTION_HEADER) != "1" or not self._trusted_host(request.headers.get("host", "")):
-            return _json(403, {"error": f"actions need the {ACTION_HEADER} header and a loopback or configured Host"})
+        if request.headers.get(ACTION_HEADER) != "1":
+            return _json(403, {"error": f"actions need the {ACTION_HEADER} header"})
         try:
             transactional_id = json.loads(request.body)["transactional_id"]
         except (ValueError, KeyError, TypeError):

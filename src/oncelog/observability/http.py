@@ -2,7 +2,8 @@
 
 A deliberately small HTTP/1.1 server on the broker's event loop (no framework): one request per
 connection, then the answer and close. Everything a peer controls is bounded: the request head to
-8 KiB, a body to 16 KiB (only the console's POSTs have one), the whole request to 5 seconds, and at most
+8 KiB, a body to 16 KiB (only the console's POSTs have one), the whole exchange — reading, answering,
+writing — to 10 seconds (then the connection is aborted), and at most
 `CONNECTIONS_MAX` connections at once (more are closed at once: a scraper or a browser needs a few).
 What each path answers is `console.Console.respond`; this module only speaks HTTP.
 """
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_BYTES_MAX = 8192
 BODY_BYTES_MAX = 16384
-READ_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 10.0
 CONNECTIONS_MAX = 32
 
 
@@ -90,29 +91,35 @@ class HttpListener:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+            with contextlib.suppress(Exception):  # open exchanges end within REQUEST_TIMEOUT_S
+                await asyncio.wait_for(self._server.wait_closed(), REQUEST_TIMEOUT_S + 1)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._open >= CONNECTIONS_MAX:
-            writer.close()
+            writer.transport.abort()
             return
         self._open += 1
         try:
-            response = await asyncio.wait_for(self._read_and_answer(reader), READ_TIMEOUT_S)
-            if response is not None:
-                writer.write(f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
-                             f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-                             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                             "Connection: close\r\n\r\n".encode() + response.body)
-                await writer.drain()
+            # One deadline for everything, writing included: a peer that asks and never reads must not
+            # hold a connection slot (or the broker's shutdown) for longer.
+            await asyncio.wait_for(self._exchange(reader, writer), REQUEST_TIMEOUT_S)
+            writer.close()
         except (TimeoutError, ConnectionError):
-            pass  # too slow, or gone: just close
+            writer.transport.abort()  # drop what is unsent; never wait on this peer again
         finally:
             self._open -= 1
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        response = await self._read_and_answer(reader)
+        if response is None:
+            return
+        writer.write(f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
+                     f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                     # never inside another site's frame (a framed Abort button could be clicked for the user)
+                     "X-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\n"
+                     "Connection: close\r\n\r\n".encode() + response.body)
+        await writer.drain()
 
     async def _read_and_answer(self, reader: asyncio.StreamReader) -> HttpResponse | None:
         try:

@@ -7,7 +7,7 @@ at scrape time by a collector, so keeping it costs nothing between scrapes.
 
 | oncelog metric | Kafka's |
 |---|---|
-| `oncelog_requests_total{api,version}` | kafka.network:type=RequestMetrics,name=RequestsPerSec,request=,version= |
+| `oncelog_requests_total{api,version}` (-1: unsupported) | kafka.network:type=RequestMetrics,name=RequestsPerSec |
 | `oncelog_request_seconds{api}` (histogram) | kafka.network:type=RequestMetrics,name=TotalTimeMs,request= |
 | `oncelog_request_errors_total{api,error}` | kafka.network:type=RequestMetrics,name=ErrorsPerSec,request=,error= |
 | `oncelog_request_failures_total{api}` | (UNKNOWN_SERVER_ERROR answers: a handler raised) |
@@ -272,11 +272,8 @@ class _StateCollector(Collector):
         yield from families.values()
 
     def _transactions(self, view: BrokerView) -> Iterator[Any]:
-        by_state: dict[str, int] = {}
-        for transaction in view.transactions:
-            by_state[transaction.state] = by_state.get(transaction.state, 0) + 1
         states = GaugeMetricFamily("oncelog_transactions", "Transactional ids by state", labels=["state"])
-        for state, count in sorted(by_state.items()):
+        for state, count in sorted(view.transaction_states.items()):
             states.add_metric([state], count)
         yield states
         oldest = GaugeMetricFamily("oncelog_transaction_oldest_open_seconds",

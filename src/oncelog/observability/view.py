@@ -13,6 +13,7 @@ groups it coordinates; the console of each broker shows its own.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,10 @@ from oncelog.storage.api import PartitionKey
 if TYPE_CHECKING:
     from oncelog.broker import Broker
 
-TRANSACTIONS_MAX = 1000
-"""Transactional ids described in one view (the rest are counted, not listed): a page must stay small."""
+TRANSACTIONS_MAX = 500
+"""Transactional ids described in one view, open ones first (the rest are counted, not listed): a page
+must stay small, and on PostgreSQL each is a query."""
+OPEN_STATES = frozenset({"Ongoing", "PrepareCommit", "PrepareAbort"})
 
 
 @dataclass(slots=True)
@@ -96,6 +99,8 @@ class BrokerView:
     groups: list[GroupView] = field(default_factory=list)
     transactions: list[TransactionView] = field(default_factory=list)
     transactions_unlisted: int = 0
+    transaction_states: dict[str, int] = field(default_factory=dict)
+    """Every transactional id counted by state (listed or not)."""
 
     def partition(self, topic: str, partition: int) -> PartitionView | None:
         for view in self.topics:
@@ -118,7 +123,8 @@ async def take_view(broker: Broker) -> BrokerView:
     view = BrokerView(now_ms=broker.clock())
     view.topics = await _topics(broker)
     view.groups = _groups(broker, view)
-    view.transactions, view.transactions_unlisted = await _transactions(broker, view.now_ms)
+    view.transactions, view.transactions_unlisted, view.transaction_states = await _transactions(broker,
+                                                                                                   view.now_ms)
     return view
 
 
@@ -150,10 +156,10 @@ def _groups(broker: Broker, view: BrokerView) -> list[GroupView]:
         described = broker.groups.describe(group_id)
         members = []
         for member in described["members"]:
-            try:
-                assignment = assigned_partitions(member["member_assignment"]) if member["member_assignment"] else {}
-            except (ValueError, IndexError):  # not the consumer protocol's layout (Connect, Streams variants)
-                assignment = {}
+            assignment: dict[str, list[int]] = {}
+            if described["protocol_type"] == "consumer" and member["member_assignment"]:
+                with contextlib.suppress(ValueError):  # a client sent something else: shown as no assignment
+                    assignment = assigned_partitions(member["member_assignment"])
             members.append(MemberView(member["member_id"], member["client_id"], member["client_host"],
                                       member["group_instance_id"],
                                       sorted((t, p) for t, partitions in assignment.items() for p in partitions)))
@@ -168,19 +174,28 @@ def _groups(broker: Broker, view: BrokerView) -> list[GroupView]:
     return groups
 
 
-async def _transactions(broker: Broker, now_ms: int) -> tuple[list[TransactionView], int]:
+async def _transactions(broker: Broker, now_ms: int) -> tuple[list[TransactionView], int, dict[str, int]]:
+    """Open transactions first — all of them up to TRANSACTIONS_MAX, as they are what an operator looks
+    for and what the metrics' oldest-open age needs — then finished ones while room is left. Each is one
+    DescribeTransactions lookup (a database query on PostgreSQL), so a view costs at most that many."""
     _unknown, listed = await settled(broker.transactions.list([], []))
-    ids = [entry["transactional_id"] for entry in listed]
+    open_first = sorted(listed, key=lambda entry: (entry["transaction_state"] not in OPEN_STATES,
+                                                   entry["transactional_id"]))
     shown = []
-    for transactional_id in ids[:TRANSACTIONS_MAX]:
+    for entry in open_first[:TRANSACTIONS_MAX]:
+        transactional_id = entry["transactional_id"]
         described = await settled(broker.transactions.describe(transactional_id))
         if described["error_code"] != ErrorCode.none:
             continue  # expired between the list and the describe
         state = described["transaction_state"]
         start_ms = int(described["transaction_start_time"])
-        is_open = state in ("Ongoing", "PrepareCommit", "PrepareAbort") and start_ms >= 0
+        is_open = state in OPEN_STATES and start_ms >= 0
         shown.append(TransactionView(
             transactional_id, int(described["producer_id"]), int(described["producer_epoch"]), state,
             int(described["transaction_timeout"]), start_ms, max(0, now_ms - start_ms) if is_open else -1,
             [(str(topic), int(partition)) for topic, partition in described["partitions"]]))
-    return shown, max(0, len(ids) - TRANSACTIONS_MAX)
+    shown.sort(key=lambda view: view.transactional_id)
+    states: dict[str, int] = {}
+    for entry in listed:
+        states[entry["transaction_state"]] = states.get(entry["transaction_state"], 0) + 1
+    return shown, max(0, len(listed) - TRANSACTIONS_MAX), states

@@ -295,8 +295,11 @@ class Connection(asyncio.Protocol):
         api = HANDLERS.get(api_key)
         if api is None:
             raise ProtocolError(f"unknown API key {api_key}")
-        answered = self._broker.metrics.observe_request(api.name, api_version, time.perf_counter())
-        if not api.version_min <= api_version <= api.version_max:
+        supported = api.version_min <= api_version <= api.version_max
+        # An unsupported version is counted as -1: a peer must not mint one label per version it makes up.
+        answered = self._broker.metrics.observe_request(api.name, api_version if supported else -1,
+                                                        time.perf_counter())
+        if not supported:
             if api_key == API_VERSIONS_KEY and api_version > api.version_max:
                 answered()
                 return _Entry(unsupported_version_response(correlation_id), None, False)

@@ -1,7 +1,8 @@
 """The consumer embedded protocol (protocol type "consumer"): subscriptions and assignments.
 
 Only read by the broker for tooling and for OffsetDelete's subscribed-topic check; clients own these
-formats (`ConsumerProtocolSubscription` / `ConsumerProtocolAssignment`, versions 0–3).
+formats (`ConsumerProtocolSubscription` / `ConsumerProtocolAssignment`, versions 0–3). They come from
+clients, so every malformation is a ValueError, which callers treat as "not the consumer protocol".
 """
 
 from __future__ import annotations
@@ -9,12 +10,23 @@ from __future__ import annotations
 import struct
 
 
+def _int(fmt: str, data: bytes, position: int) -> int:
+    """One big-endian integer; ValueError (never struct.error) when the bytes run out."""
+    try:
+        return int(struct.unpack_from(fmt, data, position)[0])
+    except struct.error as error:
+        raise ValueError(f"truncated at byte {position}") from error
+
+
 def _string(data: bytes, position: int) -> tuple[str, int]:
-    (length,) = struct.unpack_from(">h", data, position)
+    length = _int(">h", data, position)
     position += 2
     if length < 0 or position + length > len(data):
         raise ValueError("string runs past the end")
-    return data[position : position + length].decode(), position + length
+    try:
+        return data[position : position + length].decode(), position + length
+    except UnicodeDecodeError as error:
+        raise ValueError("a name is not UTF-8") from error
 
 
 def subscription_topics(metadata: bytes) -> set[str]:
@@ -45,7 +57,7 @@ def assigned_partitions(assignment: bytes) -> dict[str, list[int]]:
     result: dict[str, list[int]] = {}
     for _ in range(count):
         topic, position = _string(assignment, position)
-        (partitions,) = struct.unpack_from(">i", assignment, position)
+        partitions = _int(">i", assignment, position)
         position += 4
         if partitions < 0 or position + 4 * partitions > len(assignment):
             raise ValueError("bad partition count")
