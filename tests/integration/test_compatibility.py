@@ -191,3 +191,46 @@ def test_every_kafka_topic_config_is_accepted_validated_and_described(oncelog_br
     producer.flush(10)
     assert outcomes[0] is None
     assert outcomes[1] is not None and outcomes[1].name() == "INVALID_TIMESTAMP"
+
+
+def test_a_restarted_static_member_gets_its_assignment_back_without_a_rebalance(
+        oncelog_broker: str, topic_name: str) -> None:
+    """KIP-345: a static member that restarts (same group.instance.id, no LeaveGroup) took part in a full
+    rebalance; Kafka hands it its old assignment and leaves the other members alone."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 4)])[topic_name].result(10)
+    assigned: dict[str, list[list[int]]] = {"a": [], "b": []}
+
+    def member(instance: str) -> Consumer:
+        consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": f"static-{topic_name}",
+                             "group.instance.id": instance, "session.timeout.ms": 30000, "log_level": 0,
+                             "partition.assignment.strategy": "range"})
+        consumer.subscribe([topic_name], on_assign=lambda _c, partitions: assigned[instance].append(
+            sorted(p.partition for p in partitions)))
+        return consumer
+
+    first_a, b = member("a"), member("b")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (assigned["a"] and assigned["b"]
+                                               and len(assigned["a"][-1]) + len(assigned["b"][-1]) == 4):
+        first_a.poll(0.1)
+        b.poll(0.1)
+    before_a, before_b, b_assignments = assigned["a"][-1], assigned["b"][-1], len(assigned["b"])
+    assert sorted(before_a + before_b) == [0, 1, 2, 3]
+    first_a.close()  # a static member leaves no LeaveGroup behind: this is a restart
+    second_a = member("a")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(assigned["a"]) < 2:
+        second_a.poll(0.1)
+        b.poll(0.1)
+    for _ in range(20):  # give a (wrong) rebalance time to reach b
+        b.poll(0.1)
+        second_a.poll(0.05)
+    try:
+        assert assigned["a"][-1] == before_a
+        assert len(assigned["b"]) == b_assignments, "the other member went through a rebalance"
+    finally:
+        second_a.close()
+        b.close()

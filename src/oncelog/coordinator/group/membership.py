@@ -86,7 +86,8 @@ class Membership:
         if group_instance_id is not None:
             old_member_id = group.static_members.get(group_instance_id)
             if old_member_id is not None and old_member_id in group.members:
-                self._fence_member(group, group.members[old_member_id])
+                return self._rejoin_static_member(group, group.members[old_member_id], new_member_id, client_id,
+                                                  *rest)
             return self._add_member_and_rebalance(group, new_member_id, group_instance_id, client_id, *rest)
         if require_known_member_id:
             # KIP-394: hand out the id first; the member joins with it in its next request.
@@ -144,6 +145,59 @@ class Membership:
         else:
             self._prepare_rebalance(group, f"new member {member_id} joined")
         return completion
+
+    def _rejoin_static_member(self, group: Group, old: Member, new_member_id: str, client_id: str,
+                              client_host: str, session_timeout_ms: int, rebalance_timeout_ms: int,
+                              protocol_type: str, protocols: list[tuple[str, bytes]]) -> Completion[Response]:
+        """KIP-345, Kafka's `updateStaticMemberAndRebalance`: a restarted static member takes its old place —
+        its assignment, its leadership — under a new member id; the old id is fenced. A Stable group whose
+        protocol does not change stays Stable: the member's SyncGroup gets its old assignment back, with no
+        rebalance. Mid-rebalance the group rebalances, as Kafka does."""
+        assert old.group_instance_id is not None
+        current_leader = group.leader_id
+        member = self._replace_static_member(group, old, Member(
+            new_member_id, old.group_instance_id, client_id, client_host, rebalance_timeout_ms, session_timeout_ms,
+            protocol_type, protocols, assignment=old.assignment))
+        completion: Completion[Response] = Completion()
+        if group.is_(GroupState.STABLE) and group.protocol_name == group.select_protocol():
+            generation = group.generation_id
+
+            def stored(ok: bool) -> None:
+                if not ok:  # put the old member back; this one may try again
+                    if group.members.get(new_member_id) is member:
+                        self._replace_static_member(group, member, old)
+                    completion.resolve(_error(ErrorCode.coordinator_not_available, member_id=new_member_id))
+                    return
+                # The old leader id is answered so the member does not take itself for the leader and
+                # assign again: a Stable group would not hand that assignment out (Kafka does the same).
+                completion.resolve({"error_code": ErrorCode.none, "generation_id": generation,
+                                    "protocol_type": group.protocol_type, "protocol_name": group.protocol_name,
+                                    "leader": current_leader or "", "member_id": new_member_id, "members": []})
+
+            self._when_durable(self._store_group(group), stored)
+            return completion
+        self._await_join(member, completion)
+        if group.is_(GroupState.PREPARING_REBALANCE):
+            self._maybe_complete_join(group)
+        else:
+            self._prepare_rebalance(group, f"static member {old.group_instance_id} rejoined")
+        return completion
+
+    def _replace_static_member(self, group: Group, old: Member, new: Member) -> Member:
+        """`new` takes `old`'s place (and leadership); `old`'s waiting requests get FENCED_INSTANCE_ID."""
+        group.members.pop(old.member_id, None)
+        if old.session_timer is not None:
+            old.session_timer.cancel()
+        if old.join_waiter is not None and not old.join_waiter.done:
+            old.join_waiter.resolve(_error(ErrorCode.fenced_instance_id, member_id=old.member_id))
+        self._resolve_sync(old, _error(ErrorCode.fenced_instance_id))
+        group.members[new.member_id] = new
+        assert new.group_instance_id is not None
+        group.static_members[new.group_instance_id] = new.member_id
+        if group.leader_id == old.member_id:
+            group.leader_id = new.member_id
+        self.touch(group, new)
+        return new
 
     def _await_join(self, member: Member, completion: Completion[Response]) -> None:
         if member.join_waiter is not None and not member.join_waiter.done:
@@ -277,9 +331,6 @@ class Membership:
         if member.join_waiter is not None:
             member.join_waiter.resolve(_error(code, member_id=member.member_id))
         self._resolve_sync(member, _error(code))
-
-    def _fence_member(self, group: Group, member: Member) -> None:
-        self._remove_member(group, member, ErrorCode.fenced_instance_id)
 
     def _after_member_removed(self, group: Group, reason: str) -> None:
         if group.is_(GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
