@@ -279,3 +279,39 @@ def test_offsets_of_empty_groups_expire() -> None:
     scheduler.advance(7 * 24 * 3600 * 1000 + 1)
     assert coordinator.expire_offsets() == 1
     assert coordinator.fetch_offsets("simple", None) == {}
+
+
+def test_an_expired_pending_member_id_lets_the_rebalance_complete_at_once() -> None:
+    """A member id handed out by MEMBER_ID_REQUIRED holds a rebalance until it joins or expires; when it
+    expired, the join waited for the whole rebalance timeout (Kafka re-checks at once)."""
+    coordinator, scheduler, _storage = make()
+    a = join_new(coordinator).value()["member_id"]
+    coordinator.sync("g", 1, a, None, None, None, {a: b""})
+    b_join = join_new(coordinator)  # starts a rebalance
+    ghost = join(coordinator)  # a third client gets an id and never comes back
+    assert ghost.value()["error_code"] == ErrorCode.member_id_required
+    rejoin = join(coordinator, member_id=a, session_ms=SESSION_MS)
+    assert not rejoin.done, "the pending member id still holds the rebalance"
+    scheduler.advance(SESSION_MS)  # the pending id expires after its session timeout, long before 30 s
+    assert rejoin.done and b_join.done and rejoin.value()["generation_id"] == 2
+    assert scheduler.now_ms - 1_000_000 < REBALANCE_MS
+
+
+def test_a_static_member_rejoining_a_stable_group_keeps_its_assignment_without_a_rebalance() -> None:
+    coordinator, _scheduler, _storage = make()
+    old = join(coordinator, instance="i1").value()["member_id"]
+    other_join = join(coordinator, instance="i2")
+    assert join(coordinator, member_id=old, instance="i1").value()["generation_id"] == 2
+    other = other_join.value()["member_id"]
+    coordinator.sync("g", 2, other, "i2", None, None, {})
+    coordinator.sync("g", 2, old, "i1", None, None, {old: b"mine", other: b"theirs"})
+    assert state(coordinator) == GroupState.STABLE
+    restarted = join(coordinator, instance="i1").value()  # the restart: no member id, same instance id
+    assert restarted["error_code"] == ErrorCode.none and restarted["generation_id"] == 2
+    assert restarted["leader"] == old and restarted["members"] == []  # the old leader id: it must not assign
+    assert state(coordinator) == GroupState.STABLE
+    new = restarted["member_id"]
+    assert coordinator.sync("g", 2, new, "i1", None, None, {}).value()["assignment"] == b"mine"
+    assert coordinator.heartbeat("g", 2, other, "i2")["error_code"] == ErrorCode.none  # nobody rebalances
+    assert coordinator.heartbeat("g", 2, old, "i1")["error_code"] == ErrorCode.fenced_instance_id
+    assert coordinator.groups["g"].leader_id == new

@@ -93,7 +93,7 @@ class Membership:
             # KIP-394: hand out the id first; the member joins with it in its next request.
             group.pending_members.add(new_member_id)
             session_timeout_ms = rest[1]
-            self.scheduler.call_later(session_timeout_ms, lambda: group.pending_members.discard(new_member_id))
+            self.scheduler.call_later(session_timeout_ms, lambda: self._pending_expired(group, new_member_id))
             return resolved(_error(ErrorCode.member_id_required, member_id=new_member_id))
         return self._add_member_and_rebalance(group, new_member_id, group_instance_id, client_id, *rest)
 
@@ -145,6 +145,13 @@ class Membership:
         else:
             self._prepare_rebalance(group, f"new member {member_id} joined")
         return completion
+
+    def _pending_expired(self, group: Group, member_id: str) -> None:
+        """A member id handed out (KIP-394) was never used: forget it, and let a rebalance that waited for
+        it complete now rather than at its timeout (Kafka's `removePendingMemberAndUpdateGroup`)."""
+        if member_id in group.pending_members:
+            group.pending_members.discard(member_id)
+            self._maybe_complete_join(group)
 
     def _rejoin_static_member(self, group: Group, old: Member, new_member_id: str, client_id: str,
                               client_host: str, session_timeout_ms: int, rebalance_timeout_ms: int,
