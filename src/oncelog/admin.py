@@ -10,6 +10,7 @@ from oncelog.config import ConfigError
 from oncelog.report import Flag, Report
 
 METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
+CREATE_PARTITIONS = 37
 
 
 def _metadata(client: KafkaClient, names: list[str] | None) -> Any:
@@ -75,6 +76,19 @@ def _create(client: KafkaClient, name: str, partitions: int, configs: list[str])
     return f"created topic {name} with {result.num_partitions} partition(s)"
 
 
+def _alter(client: KafkaClient, name: str, partitions: int | None) -> str:
+    if partitions is None:
+        raise ConfigError("nothing to alter: give --partitions N (topic configs are set at creation)")
+    response = client.request(CREATE_PARTITIONS, 3, {"topics": [{"name": name, "count": partitions,
+                                                                 "assignments": None}],
+                                                     "timeout": 30000, "validate_only": False})
+    result = response.results[0]
+    if result.error_code != 0:
+        error = NotFound if result.error_code.name == "unknown_topic_or_partition" else ClientError
+        raise error(f"cannot alter topic {name}: {result.error_code.name.upper()}: {result.error_message or ''}")
+    return f"topic {name} now has {partitions} partitions"
+
+
 def _delete(client: KafkaClient, names: list[str]) -> str:
     response = client.request(DELETE_TOPICS, 4, {"topic_names": names, "timeout": 30000})
     lines = []
@@ -117,6 +131,8 @@ def run_topics(args: argparse.Namespace) -> int:
                 raise
         elif args.action == "create":
             output = _create(client, args.name, args.partitions, args.config)
+        elif args.action == "alter":
+            output = _alter(client, args.name, args.partitions)
         else:
             output = _delete(client, args.names)
     print_report(output, args)

@@ -81,6 +81,10 @@ def _topics_parser(subparsers: Any) -> None:
     create.add_argument("--partitions", type=int, default=-1, help="partition count (default: num.partitions)")
     create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="topic config, e.g. --config retention.ms=60000 (repeatable)")
+    alter = with_bootstrap(actions.add_parser("alter", help="add partitions to a topic (as kafka-topics --alter)"))
+    alter.add_argument("name", metavar="TOPIC")
+    alter.add_argument("--partitions", type=int, default=None, metavar="N",
+                       help="the new partition count (only grows; keyed records then hash over N)")
     delete = with_bootstrap(actions.add_parser("delete", help="delete topics and their data"))
     delete.add_argument("names", nargs="+", metavar="TOPIC")
 

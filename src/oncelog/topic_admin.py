@@ -112,3 +112,40 @@ def delete_topic(broker: Broker, name: str) -> Completion[KafkaError | None]:
     if broker.storage.topic(name) is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
     return broker.storage.delete_topic(name)
+
+
+def create_partitions(broker: Broker, name: str, total: int, assignments: list[list[int]] | None, *,
+                      validate_only: bool = False) -> Completion[KafkaError | None]:
+    """Grow a topic to `total` partitions, as Kafka's CreatePartitions; KafkaError raised at once for a
+    rule broken (Kafka's codes and messages), resolved for the storage's refusal."""
+    if name in INTERNAL_TOPICS:  # their partition counts decide which coordinator owns what
+        raise KafkaError(ErrorCode.invalid_request, f"the partitions of internal topic {name} cannot be changed")
+    info = broker.storage.topic(name)
+    if info is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+    if total == info.partitions:
+        raise KafkaError(ErrorCode.invalid_partitions, f"Topic already has {total} partitions.")
+    if total < info.partitions:
+        raise KafkaError(ErrorCode.invalid_partitions, f"The topic {name} currently has {info.partitions} "
+                                                       f"partition(s); {total} would not be an increase.")
+    added = total - info.partitions
+    if assignments is not None:
+        live = {node.node_id for node in broker.cluster.brokers()}
+        if len(assignments) != added:
+            raise KafkaError(ErrorCode.invalid_replica_assignment,
+                             f"Increasing the number of partitions by {added} but {len(assignments)} assignments "
+                             "provided.")
+        if any(len(replicas) != 1 or replicas[0] not in live for replicas in assignments):
+            raise KafkaError(ErrorCode.invalid_replica_assignment,
+                             "each new partition takes exactly one replica, a live broker (replication factor 1)")
+    existing = broker.storage.partition_count()
+    if existing + added > broker.config.max_broker_partitions:
+        raise KafkaError(ErrorCode.policy_violation,
+                         f"adding {added} partitions would exceed max.broker.partitions="
+                         f"{broker.config.max_broker_partitions} ({existing} exist)")
+    if validate_only:
+        return resolved(None)
+    result: Completion[KafkaError | None] = Completion()
+    broker.storage.create_partitions(name, total, broker.now_ms()).on_done(
+        lambda outcome: result.resolve(outcome if isinstance(outcome, KafkaError) else None))
+    return result

@@ -53,6 +53,13 @@ def test_topics_commands(tmp_path: Path) -> None:
         assert "retention.ms=60000" in described.stdout and "HIGH WATERMARK" in described.stdout
         again = oncelog("topics", "create", "orders", "--bootstrap", bootstrap)
         assert again.returncode == 1 and "TOPIC_ALREADY_EXISTS" in again.stderr
+        grown = oncelog("topics", "alter", "orders", "--partitions", "5", "--bootstrap", bootstrap)
+        assert grown.returncode == 0 and "topic orders now has 5 partitions" in grown.stdout, grown.stderr
+        shrink = oncelog("topics", "alter", "orders", "--partitions", "2", "--bootstrap", bootstrap)
+        assert shrink.returncode == 1 and "INVALID_PARTITIONS" in shrink.stderr
+        missing = oncelog("topics", "alter", "nosuch", "--partitions", "2", "--bootstrap", bootstrap)
+        assert missing.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in missing.stderr
+        assert "partitions: 5" in oncelog("topics", "describe", "orders", "--bootstrap", bootstrap).stdout
         deleted = oncelog("topics", "delete", "orders", "--bootstrap", bootstrap)
         assert deleted.returncode == 0 and "deleted topic orders" in deleted.stdout
         assert "orders" not in oncelog("topics", "list", "--bootstrap", bootstrap).stdout

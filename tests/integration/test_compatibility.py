@@ -234,3 +234,43 @@ def test_a_restarted_static_member_gets_its_assignment_back_without_a_rebalance(
     finally:
         second_a.close()
         b.close()
+
+
+def test_create_partitions_grows_a_topic_that_clients_then_use(oncelog_broker: str, topic_name: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 2)])[topic_name].result(10)
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})
+    producer.produce(topic_name, b"old", partition=1)
+    producer.flush(10)
+
+    def grow(count: int, **options: Any) -> str | None:
+        try:
+            admin.create_partitions([NewPartitions(topic_name, count)], **options)[topic_name].result(10)
+        except KafkaException as error:
+            return str(error.args[0].name())
+        return None
+
+    assert grow(5, validate_only=True) is None
+    assert len(admin.list_topics(topic_name, timeout=10).topics[topic_name].partitions) == 2  # validated only
+    assert grow(5) is None
+    assert len(admin.list_topics(topic_name, timeout=10).topics[topic_name].partitions) == 5
+    assert grow(5) == "INVALID_PARTITIONS" and grow(3) == "INVALID_PARTITIONS"
+    assert admin.create_partitions([NewPartitions("no-such-topic", 3)])["no-such-topic"].exception(10) is not None
+    delivered: list[Any] = []
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})  # fresh metadata
+    producer.produce(topic_name, b"new", partition=4, on_delivery=lambda e, m: delivered.append((e, m.offset())))
+    producer.flush(10)
+    assert delivered == [(None, 0)]
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "grown", "log_level": 0,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic_name, 1, 0), TopicPartition(topic_name, 4, 0)])
+    values = set()
+    deadline = time.monotonic() + 20
+    while len(values) < 2 and time.monotonic() < deadline:
+        message = consumer.poll(0.3)
+        if message is not None and message.error() is None:
+            values.add(message.value())
+    consumer.close()
+    assert values == {b"old", b"new"}

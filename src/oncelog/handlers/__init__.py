@@ -17,6 +17,7 @@ from . import (
     alter_user_scram_credentials,
     api_versions,
     create_acls,
+    create_partitions,
     create_topics,
     delete_acls,
     delete_groups,
@@ -91,6 +92,7 @@ _MODULES: tuple[ModuleType, ...] = (
     create_acls,
     delete_acls,
     write_txn_markers,
+    create_partitions,
 )
 
 

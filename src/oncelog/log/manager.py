@@ -279,28 +279,47 @@ class LogManager:
         Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses; nothing is created then."""
         assert name not in self._topics and topic_name_problem(name) is None and partitions >= 1
         topic = Topic(name, uuid.uuid4(), [], config)
-        log_config = self.log_config(config)
+        self._topics[name] = topic
         try:
-            for index in range(partitions):
-                directory = self._directory / f"{name}-{index}"
+            self._add_partitions(topic, partitions, now_ms)
+        except KafkaError:
+            self._topics.pop(name, None)
+            raise
+        logger.info("created topic=%s partitions=%d configs=%s", name, partitions, dict(config.overrides))
+        return topic
+
+    def create_partitions(self, name: str, total: int, now_ms: int) -> Topic:
+        """Grow the topic to `total` partitions (CreatePartitions); the caller validated the count. Raises
+        KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses; the topic keeps its old partitions then."""
+        topic = self._topics[name]
+        assert total > len(topic.partitions)
+        self._add_partitions(topic, total, now_ms)
+        logger.info("topic=%s now has %d partitions", name, total)
+        return topic
+
+    def _add_partitions(self, topic: Topic, total: int, now_ms: int) -> None:
+        """Open empty logs up to `total` partitions, then record the count in topics.json; on failure the
+        new logs are removed and the topic is as it was."""
+        log_config = self.log_config(topic.config)
+        before = len(topic.partitions)
+        try:
+            for index in range(before, total):
+                directory = self._directory / f"{topic.name}-{index}"
                 if self._fs.exists(directory):  # leftovers of a crash between mkdir and the metadata write
                     self._fs.remove_tree(directory)
                 topic.partitions.append(
-                    PartitionLog.open(directory, name, index, log_config, self.data_dir, recovery_point=0,
+                    PartitionLog.open(directory, topic.name, index, log_config, self.data_dir, recovery_point=0,
                                       log_start_offset=0, clean_shutdown=True, now_ms=now_ms)
                 )
-            self._topics[name] = topic
             self._write_topics_file()
         except (OSError, RollbackFailed) as error:
-            self._topics.pop(name, None)
-            for log in topic.partitions:
-                with contextlib.suppress(OSError):  # not in topics.json: a later create of this name removes it
+            added, topic.partitions[before:] = topic.partitions[before:], []
+            for log in added:
+                with contextlib.suppress(OSError):  # not in topics.json: a later create of it removes it
                     log.delete()
+            reason = error.strerror if isinstance(error, OSError) else error
             raise KafkaError(ErrorCode.kafka_storage_error,
-                             f"cannot create topic {name}: {error.strerror if isinstance(error, OSError) else error}"
-                             ) from error
-        logger.info("created topic=%s partitions=%d configs=%s", name, partitions, dict(config.overrides))
-        return topic
+                             f"cannot create partitions of {topic.name}: {reason}") from error
 
     def delete_topic(self, name: str) -> None:
         """Forget the topic durably (topics.json), then remove its files. Raises KafkaError if the

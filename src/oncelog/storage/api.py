@@ -208,6 +208,10 @@ class Storage(Protocol):
 
     def delete_topic(self, name: str) -> Completion[KafkaError | None]: ...
 
+    def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
+        """Grow a topic to `total` partitions (validated by the broker); KafkaError if storage refused."""
+        ...
+
     # --- the data plane ---------------------------------------------------------------------------
 
     def append(self, transactional_id: str | None, appends: list[Append], acks: int, now_ms: int,

@@ -138,6 +138,13 @@ class LocalStorage:
         except KafkaError as error:
             return resolved(error)
 
+    def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
+        self._infos.pop(name, None)
+        try:
+            return resolved(_info(self.logs.create_partitions(name, total, now_ms)))
+        except KafkaError as error:
+            return resolved(error)
+
     def delete_topic(self, name: str) -> Completion[KafkaError | None]:
         self._infos.pop(name, None)
         topic = self.logs.topic(name)

@@ -189,6 +189,34 @@ class PostgresStorage:
         self._topics_version += 1
         return info
 
+    def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
+        return self._run(self._create_partitions(name, total))
+
+    async def _create_partitions(self, name: str, total: int) -> TopicInfo | KafkaError:
+        info = self._topics.get(name)
+        if info is None:
+            return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+        try:
+            async with self._reader() as connection, connection.transaction():
+                cursor = await connection.execute(
+                    "UPDATE topic SET partitions = %s WHERE topic_id = %s AND partitions < %s RETURNING 1",
+                    (total, info.topic_id, total))
+                if await cursor.fetchone() is None:  # another broker grew it meanwhile
+                    await self.refresh_topics()
+                    return KafkaError(ErrorCode.invalid_partitions, f"topic '{name}' already has at least {total} "
+                                                                    "partitions")
+                async with connection.cursor() as inserting:
+                    await inserting.executemany("INSERT INTO partition_log (topic_id, partition) VALUES (%s, %s)",
+                                                [(info.topic_id, index) for index in range(info.partitions, total)])
+                await connection.execute("SELECT pg_notify(%s, %s)", (TOPICS_CHANNEL, name))
+        except psycopg.Error as error:
+            return KafkaError(ErrorCode.kafka_storage_error, f"cannot create partitions of {name}: {error}")
+        grown = TopicInfo(name, info.topic_id, total, info.config)
+        self._topics[name] = grown
+        self._by_id[info.topic_id] = grown
+        self._topics_version += 1
+        return grown
+
     def delete_topic(self, name: str) -> Completion[KafkaError | None]:
         return self._run(self._delete_topic(name))
 
