@@ -10,7 +10,7 @@ from oncelog.config import ConfigError
 from oncelog.report import Flag, Report
 
 METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
-CREATE_PARTITIONS = 37
+CREATE_PARTITIONS, DELETE_RECORDS = 37, 21
 
 
 def _metadata(client: KafkaClient, names: list[str] | None) -> Any:
@@ -89,6 +89,16 @@ def _alter(client: KafkaClient, name: str, partitions: int | None) -> str:
     return f"topic {name} now has {partitions} partitions"
 
 
+def _delete_records(client: KafkaClient, name: str, partition: int, before: int) -> str:
+    response = client.request(DELETE_RECORDS, 2, {"topics": [{"name": name, "partitions": [
+        {"partition_index": partition, "offset": before}]}], "timeout": 30000})
+    result = response.topics[0].partitions[0]
+    if result.error_code != 0:
+        error = NotFound if result.error_code.name == "unknown_topic_or_partition" else ClientError
+        raise error(f"cannot delete records of {name}-{partition}: {result.error_code.name.upper()}")
+    return f"{name}-{partition} now starts at offset {result.low_watermark}"
+
+
 def _delete(client: KafkaClient, names: list[str]) -> str:
     response = client.request(DELETE_TOPICS, 4, {"topic_names": names, "timeout": 30000})
     lines = []
@@ -133,6 +143,8 @@ def run_topics(args: argparse.Namespace) -> int:
             output = _create(client, args.name, args.partitions, args.config)
         elif args.action == "alter":
             output = _alter(client, args.name, args.partitions)
+        elif args.action == "delete-records":
+            output = _delete_records(client, args.name, args.partition, args.before)
         else:
             output = _delete(client, args.names)
     print_report(output, args)

@@ -85,6 +85,12 @@ def _topics_parser(subparsers: Any) -> None:
     alter.add_argument("name", metavar="TOPIC")
     alter.add_argument("--partitions", type=int, default=None, metavar="N",
                        help="the new partition count (only grows; keyed records then hash over N)")
+    purge = with_bootstrap(actions.add_parser(
+        "delete-records", help="delete a partition's records below an offset (as kafka-delete-records)"))
+    purge.add_argument("name", metavar="TOPIC")
+    purge.add_argument("--partition", type=int, default=0, help="the partition (default 0)")
+    purge.add_argument("--before", type=int, required=True, metavar="OFFSET",
+                       help="the new first offset; -1 for the high watermark (everything)")
     delete = with_bootstrap(actions.add_parser("delete", help="delete topics and their data"))
     delete.add_argument("names", nargs="+", metavar="TOPIC")
 

@@ -60,6 +60,10 @@ def test_topics_commands(tmp_path: Path) -> None:
         missing = oncelog("topics", "alter", "nosuch", "--partitions", "2", "--bootstrap", bootstrap)
         assert missing.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in missing.stderr
         assert "partitions: 5" in oncelog("topics", "describe", "orders", "--bootstrap", bootstrap).stdout
+        purged = oncelog("topics", "delete-records", "orders", "--before", "-1", "--bootstrap", bootstrap)
+        assert purged.returncode == 0 and "orders-0 now starts at offset 0" in purged.stdout, purged.stderr
+        too_far = oncelog("topics", "delete-records", "orders", "--before", "5", "--bootstrap", bootstrap)
+        assert too_far.returncode == 1 and "OFFSET_OUT_OF_RANGE" in too_far.stderr
         deleted = oncelog("topics", "delete", "orders", "--bootstrap", bootstrap)
         assert deleted.returncode == 0 and "deleted topic orders" in deleted.stdout
         assert "orders" not in oncelog("topics", "list", "--bootstrap", bootstrap).stdout

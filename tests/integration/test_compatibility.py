@@ -274,3 +274,73 @@ def test_create_partitions_grows_a_topic_that_clients_then_use(oncelog_broker: s
             values.add(message.value())
     consumer.close()
     assert values == {b"old", b"new"}
+
+
+def _earliest(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks", "log_level": 0})
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[0])
+    finally:
+        consumer.close()
+
+
+def _delete_before(admin: Any, topic: str, offset: int) -> tuple[str | None, int]:
+    [future] = admin.delete_records([TopicPartition(topic, 0, offset)]).values()
+    try:
+        result = future.result(10)
+    except KafkaException as error:
+        return str(error.args[0].name()), -1
+    return None, int(result.low_watermark)
+
+
+def test_delete_records_moves_the_log_start_offset(oncelog_broker: str, topic_name: str) -> None:
+    """Kafka Streams purges its repartition topics with DeleteRecords; without it they grew forever."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 1, config={"segment.bytes": "300"})])[topic_name].result(10)
+    producer = Producer({"bootstrap.servers": oncelog_broker, "linger.ms": 0, "log_level": 0})
+    for index in range(10):
+        producer.produce(topic_name, f"record-{index}".encode() * 5, partition=0)
+        producer.flush(10)  # one batch each: several segments
+    assert _delete_before(admin, topic_name, 6) == (None, 6)
+    assert _earliest(oncelog_broker, topic_name) == 6
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "after-delete", "log_level": 0,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])  # below the log start: reset to the earliest
+    offsets = []
+    deadline = time.monotonic() + 20
+    while len(offsets) < 4 and time.monotonic() < deadline:
+        message = consumer.poll(0.3)
+        if message is not None and message.error() is None:
+            offsets.append(message.offset())
+    consumer.close()
+    assert offsets == [6, 7, 8, 9]
+    assert _delete_before(admin, topic_name, 3) == (None, 6)  # never backwards
+    assert _delete_before(admin, topic_name, 11)[0] == "OFFSET_OUT_OF_RANGE"
+    assert _delete_before(admin, topic_name, -1) == (None, 10)  # -1: the high watermark
+    assert _earliest(oncelog_broker, topic_name) == 10
+
+
+def test_deleted_records_stay_deleted_after_a_sigkill(tmp_path: Any) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from oncelog.testing import BrokerProcess
+
+    broker = BrokerProcess(tmp_path / "d")
+    bootstrap = broker.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("purged", 1, config={"segment.bytes": "300"})])["purged"].result(10)
+        producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+        for index in range(10):
+            producer.produce("purged", f"record-{index}".encode() * 5, partition=0)
+            producer.flush(10)
+        assert _delete_before(admin, "purged", 7) == (None, 7)
+        segments_before = len(list((tmp_path / "d" / "purged-0").glob("*.log")))
+        broker.kill()  # SIGKILL right after the answer: no clean shutdown, no periodic checkpoint
+        bootstrap = broker.start()
+        assert _earliest(bootstrap, "purged") == 7
+        assert segments_before < 10  # whole segments below the new start were deleted
+    finally:
+        broker.terminate()

@@ -21,6 +21,7 @@ from . import (
     create_topics,
     delete_acls,
     delete_groups,
+    delete_records,
     delete_topics,
     describe_acls,
     describe_cluster,
@@ -93,6 +94,7 @@ _MODULES: tuple[ModuleType, ...] = (
     delete_acls,
     write_txn_markers,
     create_partitions,
+    delete_records,
 )
 
 

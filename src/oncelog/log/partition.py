@@ -65,7 +65,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -569,16 +569,41 @@ class PartitionLog:
     def _apply_retention(self, now_ms: int) -> int:
         config = self.config
         total_bytes = self.size_bytes
-        deleted = 0
-        while len(self._segments) > 1:
-            segment = self._segments[0]
+
+        def doomed(segment: LogSegment) -> bool:
+            nonlocal total_bytes
             newest_ms = segment.max_timestamp if segment.max_timestamp >= 0 else segment.last_modified_ms
             expired = config.retention_ms >= 0 and newest_ms < now_ms - config.retention_ms
             oversized = config.retention_bytes >= 0 and total_bytes - segment.size >= config.retention_bytes
-            if not (expired or oversized):
-                break
-            self._segments.pop(0)
-            total_bytes -= segment.size
+            if expired or oversized:
+                total_bytes -= segment.size
+                return True
+            return False
+
+        return self._delete_oldest_segments(doomed, "retention")
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords (Kafka's `deleteRecordsOnLocalLog`): the log start offset moves up to `offset`
+        (the caller checked it is at most the high watermark) and every segment wholly below it is
+        deleted. Returns the new log start offset. A file that cannot be deleted takes the partition
+        offline; KafkaError(KAFKA_STORAGE_ERROR) then."""
+        self._check_online()
+        if offset <= self._log_start_offset:
+            return self._log_start_offset
+        self._log_start_offset = offset
+        try:
+            self._delete_oldest_segments(lambda segment: self._segments[1].base_offset <= offset, "DeleteRecords")
+        except (OSError, RollbackFailed) as error:
+            self.go_offline(f"deleting records failed: {error}")
+            raise KafkaError(ErrorCode.kafka_storage_error, f"partition {self.name} is offline") from error
+        return self._log_start_offset
+
+    def _delete_oldest_segments(self, doomed: Callable[[LogSegment], bool], why: str) -> int:
+        """Delete non-active segments from the oldest while `doomed(segment)`; the log start offset moves
+        to the first one kept (never down). Returns how many went."""
+        deleted = 0
+        while len(self._segments) > 1 and doomed(self._segments[0]):
+            segment = self._segments.pop(0)
             self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
             segment.delete()
             self.txn_index.drop_segment(segment.base_offset)
@@ -587,12 +612,8 @@ class PartitionLog:
             fs = self.data_dir.fs
             newest = list_snapshots(fs, self.directory)[-1:]
             delete_snapshots_below(fs, self.directory, self._log_start_offset, keep=newest)
-            logger.info(
-                "partition=%s retention deleted %d segments, log_start_offset=%d",
-                self.name,
-                deleted,
-                self._log_start_offset,
-            )
+            logger.info("partition=%s %s deleted %d segments, log_start_offset=%d", self.name, why, deleted,
+                        self._log_start_offset)
         return deleted
 
     def replace_segment(self, old: LogSegment, cleaned_path: Path) -> None:

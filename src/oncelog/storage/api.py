@@ -208,6 +208,11 @@ class Storage(Protocol):
 
     def delete_topic(self, name: str) -> Completion[KafkaError | None]: ...
 
+    def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
+        """DeleteRecords: per (topic, partition, offset; -1 the high watermark), move the log start offset
+        up to the offset; (error, new low watermark) each. OFFSET_OUT_OF_RANGE past the high watermark."""
+        ...
+
     def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
         """Grow a topic to `total` partitions (validated by the broker); KafkaError if storage refused."""
         ...

@@ -9,6 +9,7 @@ loop turn as the write, so nothing can slip between the check and the offset ass
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -38,6 +39,8 @@ from .api import (
     TopicInfo,
     Verifier,
 )
+
+logger = logging.getLogger(__name__)
 
 Durability = Callable[[PartitionLog, int, Callable[[bool], None]], None]
 """`durability(log, offset, callback)`: callback(True) once everything below offset is fsynced, else False."""
@@ -251,6 +254,30 @@ class LocalStorage:
                 results.append(FoundOffset(error.code))
                 continue
             results.append(FoundOffset(ErrorCode.none, offset, timestamp))
+        return resolved(results)
+
+    def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
+        results: list[tuple[ErrorCode, int]] = []
+        for topic, partition, offset in targets:
+            log = self.logs.get(topic, partition)
+            if log is None:
+                results.append((ErrorCode.unknown_topic_or_partition, -1))
+                continue
+            target = log.high_watermark if offset == -1 else offset
+            if not 0 <= target <= log.high_watermark:
+                results.append((ErrorCode.offset_out_of_range, -1))
+                continue
+            try:
+                results.append((ErrorCode.none, log.delete_records_before(target)))
+            except KafkaError as error:
+                results.append((error.code, -1))
+        if any(code == ErrorCode.none for code, _start in results):
+            try:  # the new log start offsets survive a crash before they are answered
+                self.logs.write_checkpoints()
+            except OSError as error:  # answered as failed: a restart may find the older log start offsets
+                logger.warning("DeleteRecords: cannot checkpoint the log start offsets: %s", error)
+                return resolved([(ErrorCode.kafka_storage_error, -1) if code == ErrorCode.none else (code, start)
+                                 for code, start in results])
         return resolved(results)
 
     def partition_offsets(self, keys: list[PartitionKey]) -> Completion[list[PartitionOffsets]]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from oncelog.errors import ErrorCode
+
 # The first batch that stays: the oldest one not deletable, or the newest one.
 _FIRST_KEPT = """
     SELECT min(base_offset) FROM (
@@ -55,3 +57,30 @@ async def retain(connection: psycopg.AsyncConnection[Any], topic_id: uuid.UUID, 
             "UPDATE partition_log SET log_start_offset = %s WHERE topic_id = %s AND partition = %s",
             (start, topic_id, partition))
         return start
+
+
+async def delete_records(connection: psycopg.AsyncConnection[Any], topic_id: uuid.UUID, partition: int,
+                         offset: int) -> tuple[ErrorCode, int]:
+    """DeleteRecords on one partition, in its own transaction: the log start offset moves up to `offset`
+    (-1: the high watermark) and the batches wholly below it go. (error, new low watermark)."""
+    async with connection.transaction():
+        cursor = await connection.execute(
+            "SELECT log_start_offset, next_offset FROM partition_log WHERE topic_id = %s AND partition = %s"
+            " FOR UPDATE", (topic_id, partition))
+        row = await cursor.fetchone()
+        if row is None:
+            return ErrorCode.unknown_topic_or_partition, -1
+        log_start, high_watermark = int(row[0]), int(row[1])
+        target = high_watermark if offset == -1 else offset
+        if not 0 <= target <= high_watermark:
+            return ErrorCode.offset_out_of_range, -1
+        if target <= log_start:
+            return ErrorCode.none, log_start
+        key = (topic_id, partition, target)
+        await connection.execute("DELETE FROM batch WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
+        await connection.execute(
+            "DELETE FROM aborted_txn WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
+        await connection.execute(
+            "UPDATE partition_log SET log_start_offset = %s WHERE topic_id = %s AND partition = %s",
+            (target, topic_id, partition))
+        return ErrorCode.none, target

@@ -47,7 +47,7 @@ from oncelog.storage.api import (
 )
 from oncelog.topic_config import TopicConfig
 
-from .retention import retain
+from .retention import delete_records, retain
 from .schema import migrate
 from .writer import DATA_CHANNEL, GroupCommitWriter, entry_from_row
 
@@ -265,6 +265,24 @@ class PostgresStorage:
                     moved += 1
                     logger.info("partition=%s-%d retention: log_start_offset=%d", info.name, partition, start)
         return moved
+
+    def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
+        return self._run(self._delete_records(targets))
+
+    async def _delete_records(self, targets: list[tuple[str, int, int]]) -> list[tuple[ErrorCode, int]]:
+        results = []
+        for topic, partition, offset in targets:
+            info = self._topics.get(topic)
+            if info is None or not 0 <= partition < info.partitions:
+                results.append((ErrorCode.unknown_topic_or_partition, -1))
+                continue
+            try:
+                async with self._reader() as connection:
+                    results.append(await delete_records(connection, info.topic_id, partition, offset))
+            except psycopg.Error as error:
+                logger.warning("partition=%s-%d DeleteRecords failed: %s", topic, partition, error)
+                results.append((ErrorCode.kafka_storage_error, -1))
+        return results
 
     # --- appends: one transaction per group ------------------------------------------------------
 

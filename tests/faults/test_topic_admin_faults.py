@@ -1,4 +1,4 @@
-"""CreatePartitions under a failing disk: every file-system operation it makes, failed in turn, is
+"""CreatePartitions and DeleteRecords under a failing disk. CreatePartitions: every file-system operation it makes, failed in turn, is
 refused with KAFKA_STORAGE_ERROR, leaves the topic as it was (old partitions and their data, in memory
 and after a restart), and a later attempt succeeds."""
 
@@ -76,3 +76,31 @@ def test_every_failed_step_leaves_the_topic_as_it_was(tmp_path: Path) -> None:
             grown.close()
             tried += 1
     assert tried >= 3
+
+
+def test_delete_records_on_a_failing_disk_answers_an_error_and_loses_nothing_above(tmp_path: Path) -> None:
+    """DeleteRecords writes twice: it deletes segments, then checkpoints the log start offset. Either
+    failing is answered KAFKA_STORAGE_ERROR; records at or above the asked offset are never lost."""
+    from oncelog.storage.local import LocalStorage
+
+    for kind, path_part in (("unlink", ".log"), ("rename", "log-start-offset-checkpoint")):
+        data = tmp_path / kind
+        plan = FaultPlan()
+        manager = _manager(data, plan)
+        manager.create_topic("t", 1, TopicConfig({"segment.bytes": "200"}), 0)
+        log = manager.get("t", 0)
+        assert log is not None
+        for index in range(8):
+            batch = build_batch([(b"k", b"%d" % index * 40)])
+            log.append(batch, parse_header(batch), 0)
+        log.mark_flushed(log.log_end_offset)
+        storage = LocalStorage(manager)
+        plan.add(Fault(kind, 1, path_contains=path_part))
+        [(code, _start)] = storage.delete_records([("t", 0, 5)]).value()
+        assert code == ErrorCode.kafka_storage_error, kind
+        plan.clear()
+        manager.close()
+        reopened = _manager(data, FaultPlan())
+        survivor = reopened.get("t", 0)
+        assert survivor is not None and survivor.log_start_offset <= 5 and survivor.log_end_offset == 8, kind
+        reopened.close()
