@@ -1,6 +1,8 @@
-"""CreatePartitions and DeleteRecords under a failing disk. CreatePartitions: every file-system operation it makes, failed in turn, is
-refused with KAFKA_STORAGE_ERROR, leaves the topic as it was (old partitions and their data, in memory
-and after a restart), and a later attempt succeeds."""
+"""CreatePartitions and DeleteRecords under a failing disk.
+
+CreatePartitions: every file-system operation it makes, failed in turn, is refused with
+KAFKA_STORAGE_ERROR, leaves the topic as it was (old partitions and their data, in memory and after a
+restart), and a later attempt succeeds. DeleteRecords: see its test."""
 
 from __future__ import annotations
 
