@@ -10,7 +10,7 @@ from oncelog.config import ConfigError
 from oncelog.report import Flag, Report
 
 METADATA, LIST_OFFSETS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_PRODUCERS = 3, 2, 19, 20, 32, 61
-CREATE_PARTITIONS, DELETE_RECORDS = 37, 21
+CREATE_PARTITIONS, DELETE_RECORDS, INCREMENTAL_ALTER_CONFIGS = 37, 21, 44
 
 
 def _metadata(client: KafkaClient, names: list[str] | None) -> Any:
@@ -61,12 +61,7 @@ def _describe(client: KafkaClient, names: list[str]) -> Report:
 
 
 def _create(client: KafkaClient, name: str, partitions: int, configs: list[str]) -> str:
-    pairs = []
-    for pair in configs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--config {pair!r} is not KEY=VALUE")
-        pairs.append({"name": key, "value": value})
+    pairs = [{"name": key, "value": value} for key, value in _pairs(configs, "--config").items()]
     response = client.request(CREATE_TOPICS, 5, {"topics": [{
         "name": name, "num_partitions": partitions, "replication_factor": -1, "assignments": [],
         "configs": pairs}], "timeout": 30000, "validate_only": False})
@@ -76,17 +71,41 @@ def _create(client: KafkaClient, name: str, partitions: int, configs: list[str])
     return f"created topic {name} with {result.num_partitions} partition(s)"
 
 
-def _alter(client: KafkaClient, name: str, partitions: int | None) -> str:
-    if partitions is None:
-        raise ConfigError("nothing to alter: give --partitions N (topic configs are set at creation)")
-    response = client.request(CREATE_PARTITIONS, 3, {"topics": [{"name": name, "count": partitions,
-                                                                 "assignments": None}],
-                                                     "timeout": 30000, "validate_only": False})
-    result = response.results[0]
-    if result.error_code != 0:
-        error = NotFound if result.error_code.name == "unknown_topic_or_partition" else ClientError
-        raise error(f"cannot alter topic {name}: {result.error_code.name.upper()}: {result.error_message or ''}")
-    return f"topic {name} now has {partitions} partitions"
+def _alter(client: KafkaClient, name: str, partitions: int | None, configs: list[str], deleted: list[str]) -> str:
+    if partitions is None and not configs and not deleted:
+        raise ConfigError("nothing to alter: give --partitions N, --config KEY=VALUE or --delete-config KEY")
+    done = []
+    if configs or deleted:
+        changes = [{"name": key, "config_operation": 0, "value": value}
+                   for key, value in _pairs(configs, "--config").items()]
+        changes += [{"name": key, "config_operation": 1, "value": None} for key in deleted]
+        response = client.request(INCREMENTAL_ALTER_CONFIGS, 1, {"validate_only": False, "resources": [
+            {"resource_type": 2, "resource_name": name, "configs": changes}]})
+        result = response.responses[0]
+        if result.error_code != 0:
+            error = NotFound if result.error_code.name == "unknown_topic_or_partition" else ClientError
+            raise error(f"cannot alter topic {name}: {result.error_code.name.upper()}: {result.error_message or ''}")
+        done.append(f"topic {name} configs changed")
+    if partitions is not None:
+        response = client.request(CREATE_PARTITIONS, 3, {"topics": [{"name": name, "count": partitions,
+                                                                     "assignments": None}],
+                                                         "timeout": 30000, "validate_only": False})
+        result = response.results[0]
+        if result.error_code != 0:
+            error = NotFound if result.error_code.name == "unknown_topic_or_partition" else ClientError
+            raise error(f"cannot alter topic {name}: {result.error_code.name.upper()}: {result.error_message or ''}")
+        done.append(f"topic {name} now has {partitions} partitions")
+    return "\n".join(done)
+
+
+def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} {pair!r} is not KEY=VALUE")
+        values[key] = value
+    return values
 
 
 def _delete_records(client: KafkaClient, name: str, partition: int, before: int) -> str:
@@ -142,7 +161,7 @@ def run_topics(args: argparse.Namespace) -> int:
         elif args.action == "create":
             output = _create(client, args.name, args.partitions, args.config)
         elif args.action == "alter":
-            output = _alter(client, args.name, args.partitions)
+            output = _alter(client, args.name, args.partitions, args.config, args.delete_config)
         elif args.action == "delete-records":
             output = _delete_records(client, args.name, args.partition, args.before)
         else:

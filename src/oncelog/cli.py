@@ -81,10 +81,15 @@ def _topics_parser(subparsers: Any) -> None:
     create.add_argument("--partitions", type=int, default=-1, help="partition count (default: num.partitions)")
     create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="topic config, e.g. --config retention.ms=60000 (repeatable)")
-    alter = with_bootstrap(actions.add_parser("alter", help="add partitions to a topic (as kafka-topics --alter)"))
+    alter = with_bootstrap(actions.add_parser(
+        "alter", help="add partitions or change configs (as kafka-topics --alter, kafka-configs --alter)"))
     alter.add_argument("name", metavar="TOPIC")
     alter.add_argument("--partitions", type=int, default=None, metavar="N",
                        help="the new partition count (only grows; keyed records then hash over N)")
+    alter.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a topic config, e.g. --config retention.ms=60000 (repeatable)")
+    alter.add_argument("--delete-config", action="append", default=[], metavar="KEY",
+                       help="return a topic config to its default (repeatable)")
     purge = with_bootstrap(actions.add_parser(
         "delete-records", help="delete a partition's records below an offset (as kafka-delete-records)"))
     purge.add_argument("name", metavar="TOPIC")

@@ -9,6 +9,7 @@ creates or deletes. Errors are KafkaError with the code Kafka answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from oncelog.config import ConfigError
@@ -16,7 +17,7 @@ from oncelog.coordinator.runtime import Completion, resolved
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS, topic_name_problem
 from oncelog.storage.api import TopicInfo
-from oncelog.topic_config import TopicConfig, validate_topic_configs
+from oncelog.topic_config import TOPIC_CONFIGS, TopicConfig, validate_topic_configs
 
 if TYPE_CHECKING:
     from oncelog.broker import Broker
@@ -147,5 +148,61 @@ def create_partitions(broker: Broker, name: str, total: int, assignments: list[l
         return resolved(None)
     result: Completion[KafkaError | None] = Completion()
     broker.storage.create_partitions(name, total, broker.now_ms()).on_done(
+        lambda outcome: result.resolve(outcome if isinstance(outcome, KafkaError) else None))
+    return result
+
+
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+"""IncrementalAlterConfigs operations (Kafka's AlterConfigOp.OpType)."""
+
+
+def changed_overrides(current: dict[str, str], changes: list[tuple[str, int, str | None]],
+                      effective: Callable[[str], str]) -> dict[str, str | None]:
+    """The topic's overrides after IncrementalAlterConfigs `changes` (name, operation, value), as Kafka's
+    `ConfigAdminManager.prepareIncrementalConfigs`: SET, DELETE (back to the default), and APPEND /
+    SUBTRACT on LIST configs, starting from the effective value (`effective(name)`: the override or
+    the default). Raises KafkaError(INVALID_CONFIG) for a wrong name or operation."""
+    names = [name for name, _operation, _value in changes]
+    if len(set(names)) != len(names):
+        raise KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
+    overrides: dict[str, str | None] = dict(current)
+    for name, operation, value in changes:
+        spec = TOPIC_CONFIGS.get(name)
+        if spec is None:
+            raise KafkaError(ErrorCode.invalid_config, f"unknown topic config {name!r}")
+        if operation == SET:
+            overrides[name] = value
+        elif operation == DELETE:
+            overrides.pop(name, None)
+        elif operation in (APPEND, SUBTRACT):
+            if spec.kind != "LIST":
+                raise KafkaError(ErrorCode.invalid_config, f"{name} is not a list: APPEND and SUBTRACT apply to "
+                                                           "LIST configs only")
+            start = overrides[name] if name in overrides else effective(name)
+            present = [item for item in (start or "").split(",") if item]
+            given = [item.strip() for item in (value or "").split(",") if item.strip()]
+            items = present + [item for item in given if item not in present] if operation == APPEND else \
+                [item for item in present if item not in given]
+            overrides[name] = ",".join(items)
+        else:
+            raise KafkaError(ErrorCode.invalid_request, f"unknown config operation {operation}")
+    return overrides
+
+
+def alter_topic_configs(broker: Broker, name: str, overrides: dict[str, str | None], *,
+                        validate_only: bool = False) -> Completion[KafkaError | None]:
+    """Replace a topic's overrides with `overrides` (validated with Kafka's rules; None values drop out)."""
+    if name in INTERNAL_TOPICS:
+        raise KafkaError(ErrorCode.invalid_request, f"the configs of internal topic {name} are the broker's")
+    if broker.storage.topic(name) is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+    try:
+        normalised = validate_topic_configs(overrides)
+    except ConfigError as error:
+        raise KafkaError(ErrorCode.invalid_config, str(error)) from error
+    if validate_only:
+        return resolved(None)
+    result: Completion[KafkaError | None] = Completion()
+    broker.storage.alter_topic_config(name, TopicConfig(normalised)).on_done(
         lambda outcome: result.resolve(outcome if isinstance(outcome, KafkaError) else None))
     return result

@@ -106,3 +106,24 @@ def test_delete_records_on_a_failing_disk_answers_an_error_and_loses_nothing_abo
         survivor = reopened.get("t", 0)
         assert survivor is not None and survivor.log_start_offset <= 5 and survivor.log_end_offset == 8, kind
         reopened.close()
+
+
+def test_a_config_change_the_disk_refuses_changes_nothing(tmp_path: Path) -> None:
+    for kind in ("write", "fsync", "rename"):
+        data = tmp_path / kind
+        plan = FaultPlan()
+        manager = _manager(data, plan)
+        manager.create_topic("t", 1, TopicConfig({"retention.ms": "1000"}), 0)
+        plan.add(Fault(kind, 1, path_contains="topics.json"))
+        with pytest.raises(KafkaError) as refused:
+            manager.alter_topic_config("t", TopicConfig({"retention.ms": "99"}))
+        assert refused.value.code == ErrorCode.kafka_storage_error
+        log = manager.get("t", 0)
+        topic = manager.topic("t")
+        assert topic is not None and dict(topic.config.overrides) == {"retention.ms": "1000"}, kind
+        assert log is not None and log.config.retention_ms == 1000, kind
+        plan.clear()
+        manager.close()
+        reopened = _manager(data, FaultPlan())
+        assert dict(reopened.topic("t").config.overrides) == {"retention.ms": "1000"}  # type: ignore[union-attr]
+        reopened.close()

@@ -60,6 +60,16 @@ def test_topics_commands(tmp_path: Path) -> None:
         missing = oncelog("topics", "alter", "nosuch", "--partitions", "2", "--bootstrap", bootstrap)
         assert missing.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in missing.stderr
         assert "partitions: 5" in oncelog("topics", "describe", "orders", "--bootstrap", bootstrap).stdout
+        configured = oncelog("topics", "alter", "orders", "--delete-config", "retention.ms", "--config",
+                             "segment.ms=90000", "--bootstrap", bootstrap)
+        assert configured.returncode == 0 and "configs changed" in configured.stdout, configured.stderr
+        described = oncelog("topics", "describe", "orders", "--bootstrap", bootstrap).stdout
+        assert "segment.ms=90000" in described and "retention.ms" not in described
+        bad = oncelog("topics", "alter", "orders", "--config", "segment.ms=0", "--bootstrap", bootstrap)
+        assert bad.returncode == 1 and "INVALID_CONFIG" in bad.stderr
+        twice = oncelog("topics", "alter", "orders", "--config", "segment.ms=1000", "--delete-config", "segment.ms",
+                        "--bootstrap", bootstrap)
+        assert twice.returncode == 1 and "INVALID_REQUEST" in twice.stderr
         purged = oncelog("topics", "delete-records", "orders", "--before", "-1", "--bootstrap", bootstrap)
         assert purged.returncode == 0 and "orders-0 now starts at offset 0" in purged.stdout, purged.stderr
         too_far = oncelog("topics", "delete-records", "orders", "--before", "5", "--bootstrap", bootstrap)

@@ -322,8 +322,8 @@ def test_delete_records_moves_the_log_start_offset(oncelog_broker: str, topic_na
     assert _earliest(oncelog_broker, topic_name) == 10
 
 
-def test_deleted_records_stay_deleted_after_a_sigkill(tmp_path: Any) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+def test_deleted_records_and_altered_configs_survive_a_sigkill(tmp_path: Any) -> None:
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
     from oncelog.testing import BrokerProcess
 
@@ -337,10 +337,66 @@ def test_deleted_records_stay_deleted_after_a_sigkill(tmp_path: Any) -> None:
             producer.produce("purged", f"record-{index}".encode() * 5, partition=0)
             producer.flush(10)
         assert _delete_before(admin, "purged", 7) == (None, 7)
+        altered = ConfigResource(ConfigResource.Type.TOPIC, "purged", incremental_configs=[
+            ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([altered])[altered].result(10)
         segments_before = len(list((tmp_path / "d" / "purged-0").glob("*.log")))
-        broker.kill()  # SIGKILL right after the answer: no clean shutdown, no periodic checkpoint
+        broker.kill()  # SIGKILL right after the answers: no clean shutdown, no periodic checkpoint
         bootstrap = broker.start()
         assert _earliest(bootstrap, "purged") == 7
+        resource = ConfigResource(ConfigResource.Type.TOPIC, "purged")
+        after = AdminClient({"bootstrap.servers": bootstrap})
+        assert after.describe_configs([resource])[resource].result(10)["retention.ms"].value == "86400000"
         assert segments_before < 10  # whole segments below the new start were deleted
     finally:
         broker.terminate()
+
+
+def test_topic_configs_can_be_altered_incrementally_or_whole(oncelog_broker: str, topic_name: str) -> None:
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewTopic,
+    )
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 1, config={"retention.ms": "3600000"})])[topic_name].result(10)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+
+    def described() -> dict[str, str]:
+        entries = admin.describe_configs([resource])[resource].result(10)
+        return {name: entry.value for name, entry in entries.items() if not entry.is_default}
+
+    def incremental(*entries: ConfigEntry, validate_only: bool = False) -> str | None:
+        target = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=list(entries))
+        try:
+            admin.incremental_alter_configs([target], validate_only=validate_only)[target].result(10)
+        except KafkaException as error:
+            return str(error.args[0].name())
+        return None
+
+    assert incremental(ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)) is None
+    assert described() == {"retention.ms": "3600000", "max.message.bytes": "2000"}
+    outcomes: list[Any] = []
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0, "message.max.bytes": 1_000_000})
+    producer.produce(topic_name, b"x" * 5000, partition=0, on_delivery=lambda e, _m: outcomes.append(e))
+    producer.flush(10)
+    assert outcomes[0] is not None and outcomes[0].name() == "MSG_SIZE_TOO_LARGE"  # the new limit applies at once
+    assert incremental(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
+                       ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)) is None
+    assert described() == {"max.message.bytes": "2000", "cleanup.policy": "compact,delete"}
+    assert incremental(ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.APPEND)) == \
+        "INVALID_CONFIG"  # APPEND is for lists
+    assert incremental(ConfigEntry("min.cleanable.dirty.ratio", "7",
+                                   incremental_operation=AlterConfigOpType.SET)) == "INVALID_CONFIG"
+    assert incremental(ConfigEntry("segment.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+                       validate_only=True) is None
+    assert "segment.ms" not in described()
+    whole = ConfigResource(ConfigResource.Type.TOPIC, topic_name, set_config={"segment.ms": "60000"})
+    admin.alter_configs([whole])[whole].result(10)  # the legacy API replaces every override
+    assert described() == {"segment.ms": "60000"}
+    missing = ConfigResource(ConfigResource.Type.TOPIC, "no-such-topic", set_config={"segment.ms": "60000"})
+    with pytest.raises(KafkaException):
+        admin.alter_configs([missing])[missing].result(10)

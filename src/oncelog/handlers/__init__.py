@@ -14,6 +14,7 @@ from typing import Any
 from . import (
     add_offsets_to_txn,
     add_partitions_to_txn,
+    alter_configs,
     alter_user_scram_credentials,
     api_versions,
     create_acls,
@@ -34,6 +35,7 @@ from . import (
     fetch,
     find_coordinator,
     heartbeat,
+    incremental_alter_configs,
     init_producer_id,
     join_group,
     leave_group,
@@ -95,6 +97,8 @@ _MODULES: tuple[ModuleType, ...] = (
     write_txn_markers,
     create_partitions,
     delete_records,
+    alter_configs,
+    incremental_alter_configs,
 )
 
 

@@ -297,6 +297,24 @@ class LogManager:
         logger.info("topic=%s now has %d partitions", name, total)
         return topic
 
+    def alter_topic_config(self, name: str, config: TopicConfig) -> Topic:
+        """Replace the topic's overrides (AlterConfigs): durable in topics.json first, then applied to its
+        partitions (segment size, retention, ...). Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk
+        refuses; the old config stays then."""
+        topic = self._topics[name]
+        before, topic.config = topic.config, config
+        try:
+            self._write_topics_file()
+        except OSError as error:
+            topic.config = before
+            raise KafkaError(ErrorCode.kafka_storage_error,
+                             f"cannot change the configs of {name}: {error.strerror or error}") from error
+        log_config = self.log_config(config)
+        for log in topic.partitions:
+            log.config = log_config
+        logger.info("topic=%s configs=%s", name, dict(config.overrides))
+        return topic
+
     def _add_partitions(self, topic: Topic, total: int, now_ms: int) -> None:
         """Open empty logs up to `total` partitions, then record the count in topics.json; on failure the
         new logs are removed and the topic is as it was."""

@@ -213,6 +213,10 @@ class Storage(Protocol):
         up to the offset; (error, new low watermark) each. OFFSET_OUT_OF_RANGE past the high watermark."""
         ...
 
+    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
+        """Replace a topic's config overrides (validated by the broker); KafkaError if storage refused."""
+        ...
+
     def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
         """Grow a topic to `total` partitions (validated by the broker); KafkaError if storage refused."""
         ...

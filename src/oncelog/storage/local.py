@@ -141,6 +141,13 @@ class LocalStorage:
         except KafkaError as error:
             return resolved(error)
 
+    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
+        self._infos.pop(name, None)
+        try:
+            return resolved(_info(self.logs.alter_topic_config(name, config)))
+        except KafkaError as error:
+            return resolved(error)
+
     def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
         self._infos.pop(name, None)
         try:

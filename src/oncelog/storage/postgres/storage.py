@@ -189,6 +189,26 @@ class PostgresStorage:
         self._topics_version += 1
         return info
 
+    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
+        return self._run(self._alter_topic_config(name, config))
+
+    async def _alter_topic_config(self, name: str, config: TopicConfig) -> TopicInfo | KafkaError:
+        info = self._topics.get(name)
+        if info is None:
+            return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+        try:
+            async with self._reader() as connection, connection.transaction():
+                await connection.execute("UPDATE topic SET configs = %s WHERE topic_id = %s",
+                                         (json.dumps(dict(config.overrides)), info.topic_id))
+                await connection.execute("SELECT pg_notify(%s, %s)", (TOPICS_CHANNEL, name))
+        except psycopg.Error as error:
+            return KafkaError(ErrorCode.kafka_storage_error, f"cannot change the configs of {name}: {error}")
+        changed = TopicInfo(name, info.topic_id, info.partitions, config)
+        self._topics[name] = changed
+        self._by_id[info.topic_id] = changed
+        self._topics_version += 1
+        return changed
+
     def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:
         return self._run(self._create_partitions(name, total))
 

@@ -1,0 +1,90 @@
+"""AlterConfigs (key 33, versions 0–2) and IncrementalAlterConfigs (key 44, versions 0–1) for topics.
+
+Behaviour, per resource as Kafka's ConfigAdminManager: ALTER_CONFIGS on the topic or
+TOPIC_AUTHORIZATION_FAILED; unknown topic → UNKNOWN_TOPIC_OR_PARTITION; a resource named twice →
+INVALID_REQUEST; an unknown config or a bad value → INVALID_CONFIG (nothing of that resource changes);
+`validate_only` checks only. AlterConfigs replaces the whole override set (what is not named returns to
+its default); IncrementalAlterConfigs applies SET / DELETE / APPEND / SUBTRACT (topic_admin). The new
+overrides are durable (topics.json, or the database) before the answer, and apply to the partitions at
+once (segment size and age, retention, max.message.bytes, timestamps, cleanup policy). Broker
+resources (dynamic broker configs) are refused with INVALID_REQUEST: the broker's configuration is
+static here (its file and --override).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from oncelog.coordinator.runtime import Completion, gather, resolved
+from oncelog.errors import ErrorCode, KafkaError
+from oncelog.protocol.codec import build_response
+from oncelog.security.acl import Operation, ResourceType
+from oncelog.topic_admin import alter_topic_configs, changed_overrides
+
+from .base import AwaitCompletion, RequestContext
+
+API_KEY = 33
+VERSIONS = (0, 2)
+INCREMENTAL_API_KEY = 44
+INCREMENTAL_VERSIONS = (0, 1)
+RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
+
+
+def _answer(resource: Any, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
+    return {"error_code": code, "error_message": message, "resource_type": resource.resource_type,
+            "resource_name": resource.resource_name}
+
+
+def _alter(context: RequestContext, resource: Any, incremental: bool, validate_only: bool,
+           duplicated: bool) -> Completion[dict[str, Any]]:
+    name = resource.resource_name
+    kind = int(resource.resource_type)
+    if duplicated:
+        return resolved(_answer(resource, ErrorCode.invalid_request, f"resource {name} appears twice"))
+    if kind == RESOURCE_BROKER:
+        if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.CLUSTER):
+            return resolved(_answer(resource, ErrorCode.cluster_authorization_failed))
+        return resolved(_answer(resource, ErrorCode.invalid_request, "dynamic broker configs are not supported: "
+                                "set broker properties in server.properties or with --override"))
+    if kind != RESOURCE_TOPIC:
+        return resolved(_answer(resource, ErrorCode.invalid_request, f"unsupported resource type {kind}"))
+    if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.TOPIC, name):
+        return resolved(_answer(resource, ErrorCode.topic_authorization_failed))
+    info = context.broker.storage.topic(name)
+    try:
+        if info is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+        if incremental:
+            overrides = changed_overrides(dict(info.config.overrides), [
+                (c.name, int(c.config_operation), c.value) for c in resource.configs],
+                lambda config_name: info.config.value(config_name, context.broker.config))
+        else:
+            overrides = {c.name: c.value for c in resource.configs}
+        altering = alter_topic_configs(context.broker, name, overrides, validate_only=validate_only)
+    except KafkaError as error:
+        return resolved(_answer(resource, error.code, error.message))
+    done: Completion[dict[str, Any]] = Completion()
+    altering.on_done(lambda error: done.resolve(
+        _answer(resource, ErrorCode.none) if error is None else _answer(resource, error.code, error.message)))
+    return done
+
+
+def respond_to(context: RequestContext, request: Any, api_key: int, incremental: bool) -> Any:
+    counts = Counter((int(r.resource_type), r.resource_name) for r in request.resources)
+    altered = gather([_alter(context, resource, incremental, bool(request.validate_only),
+                             counts[(int(resource.resource_type), resource.resource_name)] > 1)
+                      for resource in request.resources])
+
+    def respond(results: list[dict[str, Any]]) -> Any:
+        return build_response(api_key, context.api_version, {"throttle_time": 0, "responses": results})
+
+    return respond(altered.value()) if altered.done else AwaitCompletion(altered, respond)
+
+
+def handle(context: RequestContext, request: Any) -> Any:
+    return respond_to(context, request, API_KEY, incremental=False)
+
+
+def error_response(request: Any, code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time": 0, "responses": [_answer(resource, code) for resource in request.resources]}
