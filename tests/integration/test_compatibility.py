@@ -400,3 +400,22 @@ def test_topic_configs_can_be_altered_incrementally_or_whole(oncelog_broker: str
     missing = ConfigResource(ConfigResource.Type.TOPIC, "no-such-topic", set_config={"segment.ms": "60000"})
     with pytest.raises(KafkaException):
         admin.alter_configs([missing])[missing].result(10)
+
+
+def test_describe_log_dirs_reports_partition_sizes(oncelog_broker: str, topic_name: str) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})
+    for _index in range(20):
+        producer.produce(topic_name, b"x" * 1000, partition=0)
+    producer.flush(10)
+    admin = KafkaAdminClient(bootstrap_servers=oncelog_broker)
+    try:
+        response = admin.describe_log_dirs()
+    finally:
+        admin.close()
+    [broker] = response
+    [log_dir] = broker["log_dirs"]
+    assert log_dir["error_code"] == 0 and log_dir["log_dir"]
+    sizes = {t["name"]: {p["partition_index"]: p["partition_size"] for p in t["partitions"]} for t in log_dir["topics"]}
+    assert 20_000 <= sizes[topic_name][0] < 40_000

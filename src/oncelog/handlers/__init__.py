@@ -28,6 +28,7 @@ from . import (
     describe_cluster,
     describe_configs,
     describe_groups,
+    describe_log_dirs,
     describe_producers,
     describe_transactions,
     describe_user_scram_credentials,
@@ -99,6 +100,7 @@ _MODULES: tuple[ModuleType, ...] = (
     delete_records,
     alter_configs,
     incremental_alter_configs,
+    describe_log_dirs,
 )
 
 

@@ -208,6 +208,10 @@ class Storage(Protocol):
 
     def delete_topic(self, name: str) -> Completion[KafkaError | None]: ...
 
+    def partition_sizes(self, keys: list[PartitionKey]) -> Completion[list[int]]:
+        """Bytes each partition's log holds (-1: unknown partition), for DescribeLogDirs."""
+        ...
+
     def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
         """DeleteRecords: per (topic, partition, offset; -1 the high watermark), move the log start offset
         up to the offset; (error, new low watermark) each. OFFSET_OUT_OF_RANGE past the high watermark."""

@@ -263,6 +263,10 @@ class LocalStorage:
             results.append(FoundOffset(ErrorCode.none, offset, timestamp))
         return resolved(results)
 
+    def partition_sizes(self, keys: list[PartitionKey]) -> Completion[list[int]]:
+        logs = [self.logs.get(topic, partition) for topic, partition in keys]
+        return resolved([-1 if log is None else log.size_bytes for log in logs])
+
     def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
         results: list[tuple[ErrorCode, int]] = []
         for topic, partition, offset in targets:

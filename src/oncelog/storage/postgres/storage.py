@@ -286,6 +286,24 @@ class PostgresStorage:
                     logger.info("partition=%s-%d retention: log_start_offset=%d", info.name, partition, start)
         return moved
 
+    def partition_sizes(self, keys: list[PartitionKey]) -> Completion[list[int]]:
+        return self._run(self._partition_sizes(keys))
+
+    async def _partition_sizes(self, keys: list[PartitionKey]) -> list[int]:
+        sizes = []
+        async with self._reader() as connection:
+            for topic, partition in keys:
+                info = self._topics.get(topic)
+                if info is None or not 0 <= partition < info.partitions:
+                    sizes.append(-1)
+                    continue
+                cursor = await connection.execute(
+                    "SELECT coalesce(sum(size), 0) FROM batch WHERE topic_id = %s AND partition = %s",
+                    (info.topic_id, partition))
+                row = await cursor.fetchone()
+                sizes.append(int(row[0]) if row is not None else 0)
+        return sizes
+
     def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
         return self._run(self._delete_records(targets))
 
