@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from oncelog.errors import ErrorCode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -419,3 +421,34 @@ def test_describe_log_dirs_reports_partition_sizes(oncelog_broker: str, topic_na
     assert log_dir["error_code"] == 0 and log_dir["log_dir"]
     sizes = {t["name"]: {p["partition_index"]: p["partition_size"] for p in t["partitions"]} for t in log_dir["topics"]}
     assert 20_000 <= sizes[topic_name][0] < 40_000
+
+
+def test_single_replica_answers_to_leader_election_reassignment_and_group_types(
+        oncelog_broker: str, topic_name: str) -> None:
+    from confluent_kafka import ConsumerGroupType, ElectionType
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from oncelog.client import KafkaClient
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 2)])[topic_name].result(10)
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "typed", "log_level": 0})
+    consumer.commit(offsets=[TopicPartition(topic_name, 0, 0)], asynchronous=False)
+    consumer.close()
+    elected = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic_name, 0)]).result(10)
+    assert [error.code() if error else None for error in elected.values()] == [KafkaError.ELECTION_NOT_NEEDED]
+    classic = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(10)
+    assert [(g.group_id, g.type) for g in classic.valid] == [("typed", ConsumerGroupType.CLASSIC)]
+    assert admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(10).valid == []
+    with KafkaClient(oncelog_broker) as client:
+        def reassign(replicas: list[int] | None) -> int:
+            response = client.request(45, 0, {"timeout": 10000, "topics": [{"name": topic_name, "partitions": [
+                {"partition_index": 1, "replicas": replicas}]}]})
+            return int(response.responses[0].partitions[0].error_code)
+
+        node = admin.describe_cluster().result(10).nodes[0].id
+        assert reassign([node]) == 0
+        assert reassign([node, node + 1]) == int(ErrorCode.invalid_replica_assignment)
+        assert reassign(None) == int(ErrorCode.no_reassignment_in_progress)
+        listed = client.request(46, 0, {"timeout": 10000, "topics": None})
+        assert int(listed.error_code) == 0 and list(listed.topics) == []
