@@ -6,9 +6,10 @@ A topic stores only its overrides; the rest default to their broker-level twins 
 - honoured: `segment.bytes`, `segment.ms`, `retention.ms`, `retention.bytes`, `index.interval.bytes`,
   `max.message.bytes`, `message.timestamp.type`, `message.timestamp.before.max.ms` and
   `message.timestamp.after.max.ms` (records stamped outside the window get INVALID_TIMESTAMP),
-  `cleanup.policy`, `delete.retention.ms`;
-- accepted, validated and reported, without effect on one node that keeps batches as produced and
-  fsyncs them itself: `compression.type` (only `producer`), the compression levels, `flush.messages`,
+  `cleanup.policy`, `delete.retention.ms`, `compression.type` (other than `producer`, client batches
+  are re-compressed on append) with `compression.gzip.level`, `.lz4.level` and `.zstd.level`;
+- accepted, validated and reported, without effect on one node that fsyncs its logs itself:
+  `flush.messages`,
   `flush.ms`, `file.delete.delay.ms`, `preallocate`, `segment.jitter.ms`, `segment.index.bytes`,
   `min.insync.replicas`, `unclean.leader.election.enable`, the replication throttles,
   `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`, `max.compaction.lag.ms`, and the tiered-storage
@@ -58,10 +59,12 @@ def _parse_cleanup_policy(value: str) -> str:
     return ",".join(parts)
 
 
+COMPRESSION_TYPES = ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
+
+
 def _parse_compression_type(value: str) -> str:
-    # Only "producer" keeps batches as bytes; a recompressing broker would re-encode every batch.
-    if value != "producer":
-        raise ValueError("oncelog stores batches as the producer compressed them: only 'producer' is supported")
+    if value not in COMPRESSION_TYPES:
+        raise ValueError(f"expected one of {', '.join(COMPRESSION_TYPES)}")
     return value
 
 

@@ -452,3 +452,47 @@ def test_single_replica_answers_to_leader_election_reassignment_and_group_types(
         assert reassign(None) == int(ErrorCode.no_reassignment_in_progress)
         listed = client.request(46, 0, {"timeout": 10000, "topics": None})
         assert int(listed.error_code) == 0 and list(listed.topics) == []
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "uncompressed"])
+def test_a_topic_compression_type_recompresses_what_producers_send(oncelog_broker: str, topic_name: str,
+                                                                   codec: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from oncelog.client import KafkaClient
+    from oncelog.protocol.compression import CODECS
+    from oncelog.protocol.records import build_batch, iter_batches
+    from tests.faults.test_idempotence_faults import init_producer_id, produce_raw
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    admin.create_topics([NewTopic(topic_name, 1, config={"compression.type": codec})])[topic_name].result(10)
+    producer = Producer({"bootstrap.servers": oncelog_broker, "compression.type": "lz4", "linger.ms": 20,
+                         "log_level": 0})
+    for index in range(20):
+        producer.produce(topic_name, f"value-{index}".encode() * 10, key=b"k", partition=0)
+    producer.flush(10)
+    with KafkaClient(oncelog_broker) as client:
+        producer_id = init_producer_id(client)
+        batch = build_batch([(None, b"once" * 50)], producer_id=producer_id, producer_epoch=0, base_sequence=0)
+        first = produce_raw(client, topic_name, batch)
+        assert produce_raw(client, topic_name, batch) == first  # a retry is still recognised
+        response = client.request(1, 11, {
+            "replica_id": -1, "max_wait": 0, "min_bytes": 0, "max_bytes": 1 << 20, "isolation_level": 0,
+            "session_id": 0, "session_epoch": -1, "forgotten_topics_data": [], "rack_id": "",
+            "topics": [{"topic": topic_name, "partitions": [{"partition": 0, "current_leader_epoch": -1,
+                                                             "fetch_offset": 0, "log_start_offset": -1,
+                                                             "partition_max_bytes": 1 << 20}]}]})
+        stored = bytes(response.responses[0].partitions[0].records)
+    wanted = 0 if codec == "uncompressed" else CODECS[codec]
+    assert {header.compression for _position, header in iter_batches(stored)} == {wanted}
+    consumer = Consumer({"bootstrap.servers": oncelog_broker, "group.id": "recompressed", "log_level": 0,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])
+    values = []
+    deadline = time.monotonic() + 20
+    while len(values) < 21 and time.monotonic() < deadline:
+        message = consumer.poll(0.3)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+    consumer.close()
+    assert values == [f"value-{index}".encode() * 10 for index in range(20)] + [b"once" * 50]

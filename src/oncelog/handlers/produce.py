@@ -30,11 +30,13 @@ from oncelog.config import BrokerConfig
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.log.manager import INTERNAL_TOPICS
 from oncelog.protocol.codec import build_response
+from oncelog.protocol.compression import CODECS, CompressionError
 from oncelog.protocol.records import (
     BATCH_HEADER_BYTES,
     BatchHeader,
     first_record_where,
     parse_header,
+    recompressed,
     validate_client_batch,
     with_log_append_time,
 )
@@ -105,6 +107,7 @@ def _validate(context: RequestContext, topic_name: str, index: int, records: byt
         refused = _refused_record(topic.config, broker.config, topic_name, index, records, header, now_ms)
         if refused is not None:
             return refused
+        records, header = _topic_codec(topic.config, broker.config, records, header)
         log_append_time = -1
         if topic.config.value("message.timestamp.type", broker.config) == "LogAppendTime":
             records = with_log_append_time(records, now_ms)
@@ -134,6 +137,29 @@ def _refused_record(topic: TopicConfig, broker: BrokerConfig, topic_name: str, i
         return None
     return _record_error(index, ErrorCode.invalid_timestamp, wrong, topic_name,
                          f"Timestamp is out of range ({low}..{high})")
+
+
+def _topic_codec(topic: TopicConfig, broker: BrokerConfig, records: bytes,
+                 header: BatchHeader) -> tuple[bytes, BatchHeader]:
+    """The batch in the topic's compression.type (Kafka re-compresses what a producer sent otherwise);
+    as sent for `producer` or when it already matches. Checked against max.message.bytes again."""
+    wanted = topic.value("compression.type", broker)
+    if wanted == "producer":
+        return records, header
+    codec = 0 if wanted == "uncompressed" else CODECS[wanted]
+    if header.compression == codec:
+        return records, header
+    level = topic.int_value(f"compression.{wanted}.level", broker) if wanted in ("gzip", "lz4", "zstd") else None
+    try:
+        records = recompressed(records, header, codec, level)
+    except CompressionError as error:
+        raise KafkaError(ErrorCode.invalid_record, f"cannot read the batch to re-compress it: {error}") from error
+    header = parse_header(records)
+    limit = topic.int_value("max.message.bytes", broker)
+    if header.size > limit:
+        raise KafkaError(ErrorCode.message_too_large, f"re-compressed as {wanted} the batch takes {header.size} "
+                                                       f"bytes, over max.message.bytes {limit}")
+    return records, header
 
 
 def _record_error(index: int, code: ErrorCode, record: int, topic_name: str, problem: str) -> dict[str, Any]:

@@ -34,19 +34,21 @@ def _cramjam(codec: str) -> Any:
     return cramjam
 
 
-def compress(codec: int, data: bytes) -> bytes:
+def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
+    """`data` compressed with Kafka codec `codec`, at `level` where the codec has levels (the topic's
+    compression.gzip.level / .lz4.level / .zstd.level; None or -1: the codec's default)."""
     if codec == 0:
         return data
     if codec == 1:
-        return gzip.compress(data, compresslevel=6)
+        return gzip.compress(data, compresslevel=6 if level is None or level < 0 else level)
     name = NAMES.get(codec, str(codec))
     cramjam = _cramjam(name)
     if codec == 2:
         return _XERIAL_MAGIC + struct.pack(">ii", 1, 1) + _block(bytes(cramjam.snappy.compress_raw(data)))
     if codec == 3:
-        return bytes(cramjam.lz4.compress(data))
+        return bytes(cramjam.lz4.compress(data, level=9 if level is None else level))
     if codec == 4:
-        return bytes(cramjam.zstd.compress(data))
+        return bytes(cramjam.zstd.compress(data, level=3 if level is None else level))
     raise CompressionError(f"unknown compression codec {codec}")
 
 

@@ -433,3 +433,16 @@ def first_record_where(batch: bytes, header: BatchHeader, wrong: Callable[[Recor
     except (CompressionError, ValueError):
         return 0
     return None
+
+
+def recompressed(batch: bytes, header: BatchHeader, codec: int, level: int | None = None) -> bytes:
+    """The client batch re-encoded with codec `codec` (a topic's compression.type other than `producer`,
+    as Kafka's LogValidator does): the records unchanged, every header field kept but the codec bits,
+    the length and the CRC. CompressionError if the batch's own codec cannot be read."""
+    from oncelog.protocol.compression import compress, decompress
+
+    body = compress(codec, decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size]), level)
+    attributes = (header.attributes & ~COMPRESSION_MASK) | codec
+    after_crc = struct.pack(">h", attributes) + batch[ATTRIBUTES_POSITION + 2:BATCH_HEADER_BYTES] + body
+    return _PREFIX.pack(header.base_offset, len(after_crc) + 4 + 1 + 4, header.partition_leader_epoch) + \
+        struct.pack(">bI", MAGIC_V2, crc32c(after_crc)) + after_crc
