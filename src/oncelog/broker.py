@@ -34,6 +34,7 @@ from oncelog.coordinator.transaction.coordinator import (
     TransactionConfig,
     TransactionCoordinator,
 )
+from oncelog.dynamic_config import LocalDynamicConfigs, effective
 from oncelog.errors import ErrorCode
 from oncelog.fs import OS_FILE_SYSTEM, FileSystem, write_atomically
 from oncelog.log.manager import LogManager
@@ -102,12 +103,16 @@ class SharedBackend(NamedTuple):
     """Ownership, loading and storage of the group coordinator's partitions (`storage.postgres.groups`)."""
     security: Any
     """ACLs and SCRAM credentials in the database (`storage.postgres.security`), a `SecurityStore`."""
+    dynamic_configs: Any
+    """Dynamic broker configs in the database (`storage.postgres.dynamic_config`)."""
 
 
 class Broker:
     def __init__(self, config: BrokerConfig, clock: Clock = wall_clock_ms, fs: FileSystem = OS_FILE_SYSTEM,
                  shared: SharedBackend | None = None) -> None:
         self.config = config
+        self.static_config = config
+        """The config read at start (file and --override); `config` is it with the dynamic configs laid over."""
         self.clock = clock
         self.fs = fs
         self.advertised: dict[str, tuple[str, int]] = {}
@@ -155,6 +160,7 @@ class Broker:
                                            self._partition_exists)
             partitions.attach(self.groups, self.cluster, self.clock)
             self._use_security(self.shared.security)
+            self._use_dynamic_configs(self.shared.dynamic_configs)
             return
         storage = self.local
         storage.start(self.clock(), durability)
@@ -162,6 +168,10 @@ class Broker:
         local_security = LocalSecurityStore(self.fs, config.data_dir)
         local_security.load()
         self._use_security(local_security)
+        dynamic = LocalDynamicConfigs(self.fs, config.data_dir)
+        dynamic.load()
+        self._use_dynamic_configs(dynamic)
+        config = self.config
         self.producer_ids = ProducerIdAllocator(self.fs, config.data_dir)
         self.internal_topics = internal = InternalTopics(storage, config, self.clock)
         coordinator_storage = InternalTopicStorage(internal, storage, self.clock)
@@ -181,6 +191,17 @@ class Broker:
             self.transactions.fault_hook = lambda point: _crash_at(point, fault)
         replay_offsets_topic(storage, self.groups)
         replay_transaction_state(storage, self.transactions)
+
+    def _use_dynamic_configs(self, store: Any) -> None:
+        self.dynamic_configs = store
+        store.on_change = self._apply_dynamic_configs
+        self._apply_dynamic_configs()
+
+    def _apply_dynamic_configs(self) -> None:
+        """Lay the dynamic configs over the static ones; topics without overrides follow at once."""
+        self.config = effective(self.static_config, self.dynamic_configs.entries())
+        if self.shared is None:
+            self.logs.reconfigure(self.config)
 
     def _use_security(self, store: SecurityStore) -> None:
         self.security = store

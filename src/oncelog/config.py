@@ -266,6 +266,17 @@ def load_properties(path: Path) -> dict[str, str]:
     return properties
 
 
+def parse_broker_property(key: str, raw: str) -> tuple[str, Any]:
+    """(BrokerConfig field, parsed value) of one broker property; ConfigError if unknown or invalid."""
+    if key not in _BROKER_PROPERTIES:
+        raise ConfigError(f"unknown broker property {key!r}")
+    name, parse = _BROKER_PROPERTIES[key]
+    try:
+        return name, parse(raw)
+    except ValueError as error:
+        raise ConfigError(f"invalid value {raw!r} for {key}: {error}") from error
+
+
 def broker_config(properties: Mapping[str, str], **explicit: Any) -> BrokerConfig:
     """Build a BrokerConfig from Kafka properties, then explicit keyword fields (CLI flags) on top.
     `host` and `port` are shorthand for one PLAINTEXT listener and cannot be combined with `listeners`."""

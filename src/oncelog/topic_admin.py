@@ -157,25 +157,32 @@ SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
 
 def changed_overrides(current: dict[str, str], changes: list[tuple[str, int, str | None]],
-                      effective: Callable[[str], str]) -> dict[str, str | None]:
+                      effective: Callable[[str], str],
+                      kind_of: Callable[[str], str | None] | None = None) -> dict[str, str | None]:
     """The topic's overrides after IncrementalAlterConfigs `changes` (name, operation, value), as Kafka's
     `ConfigAdminManager.prepareIncrementalConfigs`: SET, DELETE (back to the default), and APPEND /
     SUBTRACT on LIST configs, starting from the effective value (`effective(name)`: the override or
-    the default). Raises KafkaError(INVALID_CONFIG) for a wrong name or operation."""
+    the default). `kind_of(name)` is the config's Kafka type, None for a name that may not be changed
+    (topic configs by default). Raises KafkaError(INVALID_CONFIG) for a wrong name or operation."""
+    if kind_of is None:
+        def kind_of(name: str) -> str | None:
+            spec = TOPIC_CONFIGS.get(name)
+            return None if spec is None else spec.kind
+
     names = [name for name, _operation, _value in changes]
     if len(set(names)) != len(names):
         raise KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
     overrides: dict[str, str | None] = dict(current)
     for name, operation, value in changes:
-        spec = TOPIC_CONFIGS.get(name)
-        if spec is None:
-            raise KafkaError(ErrorCode.invalid_config, f"unknown topic config {name!r}")
+        kind = kind_of(name)
+        if kind is None:
+            raise KafkaError(ErrorCode.invalid_config, f"unknown or unchangeable config {name!r}")
         if operation == SET:
             overrides[name] = value
         elif operation == DELETE:
             overrides.pop(name, None)
         elif operation in (APPEND, SUBTRACT):
-            if spec.kind != "LIST":
+            if kind != "LIST":
                 raise KafkaError(ErrorCode.invalid_config, f"{name} is not a list: APPEND and SUBTRACT apply to "
                                                            "LIST configs only")
             start = overrides[name] if name in overrides else effective(name)

@@ -127,3 +127,23 @@ def test_a_config_change_the_disk_refuses_changes_nothing(tmp_path: Path) -> Non
         reopened = _manager(data, FaultPlan())
         assert dict(reopened.topic("t").config.overrides) == {"retention.ms": "1000"}  # type: ignore[union-attr]
         reopened.close()
+
+
+def test_a_dynamic_config_change_the_disk_refuses_changes_nothing(tmp_path: Path) -> None:
+    from oncelog.dynamic_config import LocalDynamicConfigs
+
+    for kind in ("write", "fsync", "rename"):
+        plan = FaultPlan()
+        data = tmp_path / kind
+        data.mkdir()
+        store = LocalDynamicConfigs(FaultyFileSystem(OS_FILE_SYSTEM, plan), data)
+        changes: list[str] = []
+        store.on_change = lambda changes=changes: changes.append("changed")  # type: ignore[misc]
+        assert store.replace("", {"log.retention.ms": "1000"}).value() is None
+        plan.add(Fault(kind, 1, path_contains=LocalDynamicConfigs.FILE))
+        refused = store.replace("", {"log.retention.ms": "5"}).value()
+        assert isinstance(refused, OSError), kind
+        assert store.entries() == {"": {"log.retention.ms": "1000"}} and changes == ["changed"], kind
+        reloaded = LocalDynamicConfigs(OS_FILE_SYSTEM, data)
+        reloaded.load()
+        assert reloaded.entries() == {"": {"log.retention.ms": "1000"}}, kind

@@ -342,13 +342,18 @@ def test_deleted_records_and_altered_configs_survive_a_sigkill(tmp_path: Any) ->
         altered = ConfigResource(ConfigResource.Type.TOPIC, "purged", incremental_configs=[
             ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)])
         admin.incremental_alter_configs([altered])[altered].result(10)
+        dynamic = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+            ConfigEntry("log.retention.bytes", "1000000000", incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([dynamic])[dynamic].result(10)
         segments_before = len(list((tmp_path / "d" / "purged-0").glob("*.log")))
         broker.kill()  # SIGKILL right after the answers: no clean shutdown, no periodic checkpoint
         bootstrap = broker.start()
         assert _earliest(bootstrap, "purged") == 7
         resource = ConfigResource(ConfigResource.Type.TOPIC, "purged")
         after = AdminClient({"bootstrap.servers": bootstrap})
-        assert after.describe_configs([resource])[resource].result(10)["retention.ms"].value == "86400000"
+        described = after.describe_configs([resource])[resource].result(10)
+        assert described["retention.ms"].value == "86400000"
+        assert described["retention.bytes"].value == "1000000000"  # the dynamic broker default, kept
         assert segments_before < 10  # whole segments below the new start were deleted
     finally:
         broker.terminate()
@@ -496,3 +501,62 @@ def test_a_topic_compression_type_recompresses_what_producers_send(oncelog_broke
             values.append(message.value())
     consumer.close()
     assert values == [f"value-{index}".encode() * 10 for index in range(20)] + [b"once" * 50]
+
+
+def test_dynamic_broker_configs_change_the_defaults_topics_inherit(oncelog_broker: str, topic_name: str) -> None:
+    """AlterConfigs on a broker resource was refused; Kafka lets the log defaults change on a running
+    cluster, per broker or for all (the cluster default), and topics without overrides follow."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
+
+    from oncelog.client import KafkaClient
+
+    admin = AdminClient({"bootstrap.servers": oncelog_broker})
+    node = str(admin.describe_cluster().result(10).nodes[0].id)
+
+    def alter(entity: str, name: str, value: str | None, operation: AlterConfigOpType) -> str | None:
+        if entity == "":  # the cluster default: librdkafka's ConfigResource cannot name it, the raw API can
+            with KafkaClient(oncelog_broker) as client:
+                response = client.request(44, 1, {"validate_only": False, "resources": [{
+                    "resource_type": 4, "resource_name": "", "configs": [
+                        {"name": name, "config_operation": operation.value, "value": value}]}]})
+            code = response.responses[0].error_code
+            return None if int(code) == 0 else code.name.upper()
+        target = ConfigResource(ConfigResource.Type.BROKER, entity, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=operation)])
+        try:
+            admin.incremental_alter_configs([target])[target].result(10)
+        except KafkaException as error:
+            return str(error.args[0].name())
+        return None
+
+    def topic_config(name: str) -> Any:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+        return admin.describe_configs([resource])[resource].result(10)[name]
+
+    producer = Producer({"bootstrap.servers": oncelog_broker, "log_level": 0})
+    producer.produce(topic_name, b"x", partition=0)
+    producer.flush(10)
+    assert alter("", "log.retention.ms", "7200000", AlterConfigOpType.SET) is None  # every broker's default
+    assert topic_config("retention.ms").value == "7200000"
+    assert alter(node, "message.max.bytes", "5000", AlterConfigOpType.SET) is None  # this broker's
+    outcomes: list[Any] = []
+    producer.produce(topic_name, b"y" * 20_000, partition=0, on_delivery=lambda e, _m: outcomes.append(e))
+    producer.flush(10)
+    assert outcomes[0] is not None and outcomes[0].name() == "MSG_SIZE_TOO_LARGE"
+    broker = ConfigResource(ConfigResource.Type.BROKER, node)
+    described = admin.describe_configs([broker])[broker].result(10)
+    assert described["message.max.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert described["log.retention.ms"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+    assert described["num.partitions"].is_read_only
+    with KafkaClient(oncelog_broker) as client:
+        cluster = client.request(32, 4, {"resources": [{"resource_type": 4, "resource_name": "",
+                                                        "configuration_keys": None}], "include_synonyms": False,
+                                         "include_documentation": False})
+    assert {c.name: c.value for c in cluster.results[0].configs} == {"log.retention.ms": "7200000"}
+    assert alter(node, "num.partitions", "3", AlterConfigOpType.SET) == "INVALID_CONFIG"  # not dynamic
+    assert alter(node, "log.segment.bytes", "5", AlterConfigOpType.SET) == "INVALID_CONFIG"  # below 14
+    assert alter(node, "log.cleanup.policy", "compact", AlterConfigOpType.APPEND) is None
+    assert topic_config("cleanup.policy").value == "compact,delete"
+    assert alter(node, "message.max.bytes", None, AlterConfigOpType.DELETE) is None
+    assert alter("", "log.retention.ms", None, AlterConfigOpType.DELETE) is None
+    assert topic_config("retention.ms").value == "604800000"  # back to the static default

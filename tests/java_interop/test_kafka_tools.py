@@ -43,6 +43,15 @@ def test_kafka_topics_and_configs(kafka_java: KafkaJava, oncelog_broker: str, to
     configs = _ok(kafka_java.run(CONFIGS, *server, "--describe", "--entity-type", "topics", "--entity-name",
                                  topic_name))
     assert "segment.ms=600000" in configs and "retention.ms=" not in configs
+    _ok(kafka_java.run(CONFIGS, *server, "--alter", "--entity-type", "brokers", "--entity-default",
+                       "--add-config", "log.retention.ms=7200000"))  # a dynamic default every broker follows
+    defaults = _ok(kafka_java.run(CONFIGS, *server, "--describe", "--entity-type", "brokers", "--entity-default"))
+    assert "log.retention.ms=7200000" in defaults
+    refused = kafka_java.run(CONFIGS, *server, "--alter", "--entity-type", "brokers", "--entity-default",
+                             "--add-config", "num.partitions=7")
+    assert refused.returncode != 0 and "num.partitions" in refused.stdout + refused.stderr
+    _ok(kafka_java.run(CONFIGS, *server, "--alter", "--entity-type", "brokers", "--entity-default",
+                       "--delete-config", "log.retention.ms"))
     _ok(kafka_java.run(TOPICS, *server, "--delete", "--topic", topic_name))
     deadline = time.monotonic() + 10
     while topic_name in _ok(kafka_java.run(TOPICS, *server, "--list")).split() and time.monotonic() < deadline:

@@ -7,8 +7,9 @@ INVALID_REQUEST; an unknown config or a bad value → INVALID_CONFIG (nothing of
 its default); IncrementalAlterConfigs applies SET / DELETE / APPEND / SUBTRACT (topic_admin). The new
 overrides are durable (topics.json, or the database) before the answer, and apply to the partitions at
 once (segment size and age, retention, max.message.bytes, timestamps, cleanup policy). Broker
-resources (dynamic broker configs) are refused with INVALID_REQUEST: the broker's configuration is
-static here (its file and --override).
+resources are dynamic broker configs (dynamic_config.py): ALTER_CONFIGS on the cluster; the entity is
+"" (the cluster-wide default) or a broker id; only the log defaults that topic configs inherit may
+change (else INVALID_CONFIG); durable before the answer, applied at once by every broker.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from oncelog.config import ConfigError, broker_property_values
 from oncelog.coordinator.runtime import Completion, gather, resolved
+from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
+from oncelog.dynamic_config import validate as validate_dynamic
 from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import alter_topic_configs, changed_overrides
+from oncelog.topic_config import TOPIC_CONFIGS
 
 from .base import AwaitCompletion, RequestContext
 
@@ -45,8 +50,7 @@ def _alter(context: RequestContext, resource: Any, incremental: bool, validate_o
     if kind == RESOURCE_BROKER:
         if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.CLUSTER):
             return resolved(_answer(resource, ErrorCode.cluster_authorization_failed))
-        return resolved(_answer(resource, ErrorCode.invalid_request, "dynamic broker configs are not supported: "
-                                "set broker properties in server.properties or with --override"))
+        return _alter_broker(context, resource, incremental, validate_only)
     if kind != RESOURCE_TOPIC:
         return resolved(_answer(resource, ErrorCode.invalid_request, f"unsupported resource type {kind}"))
     if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.TOPIC, name):
@@ -68,6 +72,41 @@ def _alter(context: RequestContext, resource: Any, incremental: bool, validate_o
     altering.on_done(lambda error: done.resolve(
         _answer(resource, ErrorCode.none) if error is None else _answer(resource, error.code, error.message)))
     return done
+
+
+def _alter_broker(context: RequestContext, resource: Any, incremental: bool,
+                  validate_only: bool) -> Completion[dict[str, Any]]:
+    """Dynamic broker configs for one entity: "" (every broker's default) or a broker's id."""
+    broker = context.broker
+    entity = resource.resource_name
+    known = {str(node.node_id) for node in broker.cluster.brokers()} | {str(broker.config.node_id)}
+    if entity != CLUSTER_DEFAULT and entity not in known:
+        return resolved(_answer(resource, ErrorCode.invalid_request, f"no broker {entity!r}"))
+    current = broker.dynamic_configs.entries().get(entity, {})
+    try:
+        if incremental:
+            overrides = changed_overrides(
+                current, [(c.name, int(c.config_operation), c.value) for c in resource.configs],
+                lambda name: broker_property_values_by_name(broker.config).get(name) or "",
+                lambda name: TOPIC_CONFIGS[DYNAMIC_PROPERTIES[name]].kind if name in DYNAMIC_PROPERTIES else None)
+        else:
+            overrides = {c.name: c.value for c in resource.configs}
+        values = validate_dynamic(overrides)
+    except KafkaError as error:
+        return resolved(_answer(resource, error.code, error.message))
+    except ConfigError as error:
+        return resolved(_answer(resource, ErrorCode.invalid_config, str(error)))
+    if validate_only:
+        return resolved(_answer(resource, ErrorCode.none))
+    done: Completion[dict[str, Any]] = Completion()
+    broker.dynamic_configs.replace(entity, values).on_done(lambda error: done.resolve(
+        _answer(resource, ErrorCode.none) if error is None else
+        _answer(resource, ErrorCode.kafka_storage_error, str(error))))
+    return done
+
+
+def broker_property_values_by_name(config: Any) -> dict[str, str | None]:
+    return {name: value for name, value, _default in broker_property_values(config)}
 
 
 def respond_to(context: RequestContext, request: Any, api_key: int, incremental: bool) -> Any:

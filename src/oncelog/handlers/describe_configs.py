@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.config import BrokerConfig, broker_property_of, broker_property_values
+from oncelog.config import broker_property_of, broker_property_values
+from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
+from oncelog.dynamic_config import source as dynamic_source
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
 from oncelog.security import settings as security_settings
@@ -29,6 +31,8 @@ VERSIONS = (1, 4)
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 SOURCE_TOPIC_CONFIG = 1
+SOURCE_DYNAMIC_BROKER_CONFIG = 2
+SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG = 3
 SOURCE_STATIC_BROKER_CONFIG = 4
 SOURCE_DEFAULT_CONFIG = 5
 _CONFIG_TYPES = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7}
@@ -68,28 +72,34 @@ def _without_password(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def _broker_configs(config: BrokerConfig) -> list[dict[str, Any]]:
+def _broker_configs(context: RequestContext, entity: str) -> list[dict[str, Any]]:
+    """The broker's properties (entity: this broker's id), or only the cluster-wide dynamic defaults
+    (entity ""), as Kafka describes them, each with its source."""
+    broker = context.broker
+    dynamic = broker.dynamic_configs.entries()
+    if entity == CLUSTER_DEFAULT:
+        return [_entry(name, value, SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG, read_only=False)
+                for name, value in sorted(dynamic.get(CLUSTER_DEFAULT, {}).items())]
     entries: list[dict[str, Any]] = []
-    for name, value in config.security:
+    for name, value in broker.config.security:
         # Kafka's PASSWORD-type configs (keys, passwords, JAAS) are described without their value.
         sensitive = security_settings.is_sensitive(name)
-        entries.append({"name": name, "value": None if sensitive else value, "read_only": True,
-                        "config_source": SOURCE_STATIC_BROKER_CONFIG, "is_default": False,
-                        "is_sensitive": sensitive, "synonyms": [], "documentation": None})
-    for name, shown, is_default in broker_property_values(config):
+        entries.append({**_entry(name, None if sensitive else value, SOURCE_STATIC_BROKER_CONFIG),
+                        "is_sensitive": sensitive})
+    for name, shown, is_default in broker_property_values(broker.config):
         # a database URL may carry a password: never shown
         described = _without_password(shown) if name == "storage" and shown is not None else shown
-        entries.append({
-            "name": name,
-            "value": described,
-            "read_only": True,
-            "config_source": SOURCE_DEFAULT_CONFIG if is_default else SOURCE_STATIC_BROKER_CONFIG,
-            "is_default": is_default,
-            "is_sensitive": False,
-            "synonyms": [],
-            "documentation": None,
-        })
+        origin = dynamic_source(dynamic, broker.config.node_id, name)
+        source = {"broker": SOURCE_DYNAMIC_BROKER_CONFIG, "default": SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG}.get(
+            origin or "", SOURCE_DEFAULT_CONFIG if is_default else SOURCE_STATIC_BROKER_CONFIG)
+        entries.append(_entry(name, described, source, read_only=name not in DYNAMIC_PROPERTIES))
     return entries
+
+
+def _entry(name: str, value: str | None, source: int, read_only: bool = True) -> dict[str, Any]:
+    return {"name": name, "value": value, "read_only": read_only, "config_source": source,
+            "is_default": source == SOURCE_DEFAULT_CONFIG, "is_sensitive": False, "synonyms": [],
+            "documentation": None}
 
 
 def handle(context: RequestContext, request: Any) -> Any:
@@ -113,7 +123,7 @@ def handle(context: RequestContext, request: Any) -> Any:
             else:
                 result["configs"] = _topic_configs(context, resource.resource_name, include_synonyms)
         elif resource_type == RESOURCE_BROKER and resource.resource_name in ("", str(context.broker.config.node_id)):
-            result["configs"] = _broker_configs(context.broker.config)
+            result["configs"] = _broker_configs(context, resource.resource_name)
         else:
             result.update(error_code=ErrorCode.invalid_request,
                           error_message=f"unsupported resource {resource_type}:{resource.resource_name}")

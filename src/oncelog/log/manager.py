@@ -232,6 +232,14 @@ class LogManager:
 
     # --- topics ------------------------------------------------------------------------------------
 
+    def reconfigure(self, config: BrokerConfig) -> None:
+        """New broker defaults (dynamic broker configs): every partition's log config follows."""
+        self._config = config
+        for topic in self._topics.values():
+            log_config = self.log_config(topic.config)
+            for log in topic.partitions:
+                log.config = log_config
+
     def log_config(self, topic_config: TopicConfig) -> LogConfig:
         broker = self._config
         return LogConfig(

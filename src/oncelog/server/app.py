@@ -255,7 +255,7 @@ class BrokerServer:
             config = self.config
             database = self._shared.storage
             jobs.append(("retention", config.log_retention_check_interval_ms,
-                         lambda: database.apply_retention(broker.now_ms(), config)))
+                         lambda: database.apply_retention(broker.now_ms(), broker.config)))
         return [_Periodic(name, interval_ms, run) for name, interval_ms, run in jobs]
 
     async def _maintenance(self) -> None:

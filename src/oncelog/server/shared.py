@@ -16,6 +16,7 @@ from oncelog.broker import SharedBackend
 from oncelog.config import BrokerConfig
 from oncelog.coordinator.group.coordinator import OFFSETS_TOPIC
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.storage.postgres.dynamic_config import PostgresDynamicConfigs
 from oncelog.storage.postgres.groups import GroupPartitions
 from oncelog.storage.postgres.producer_ids import BlockProducerIds
 from oncelog.storage.postgres.registry import BrokerRegistry
@@ -34,9 +35,11 @@ class OpenShared:
     transactions: PostgresTransactions
     group_partitions: GroupPartitions
     security: PostgresSecurityStore
+    dynamic_configs: PostgresDynamicConfigs
 
     async def close(self) -> None:
         await self.registry.close()
+        await self.dynamic_configs.close()
         await self.security.close()
         await self.group_partitions.close()
         await self.transactions.close()
@@ -60,19 +63,23 @@ async def open_shared(config: BrokerConfig, clock: Callable[[], int]) -> OpenSha
     group_partitions = GroupPartitions(storage, config.storage, config.node_id)
     transactions.after_commit = group_partitions.caught_up
     security = PostgresSecurityStore(config.storage)
+    dynamic_configs = PostgresDynamicConfigs(config.storage)
     try:
         await producer_ids.open()
         await transactions.open()
         await _ensure_offsets_topic(storage, config, clock())
         await security.open()
+        await dynamic_configs.open()
     except BaseException:
+        await dynamic_configs.close()
         await security.close()
         await transactions.close()
         await storage.aclose()
         raise
     backend = SharedBackend(storage, registry, producer_ids, storage.cluster_id, transactions, group_partitions,
-                            security)
-    return OpenShared(backend, storage, registry, producer_ids, transactions, group_partitions, security)
+                            security, dynamic_configs)
+    return OpenShared(backend, storage, registry, producer_ids, transactions, group_partitions, security,
+                      dynamic_configs)
 
 
 async def _ensure_offsets_topic(storage: PostgresStorage, config: BrokerConfig, now_ms: int) -> None:

@@ -158,6 +158,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_name, mechanism)
     );
     """,
+    # 2 → 3: dynamic broker configs ("" = the cluster-wide default, else a broker id).
+    """
+    CREATE TABLE dynamic_config (
+        entity text NOT NULL,
+        name text NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (entity, name)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
