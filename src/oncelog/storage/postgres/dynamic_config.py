@@ -12,6 +12,7 @@ import psycopg
 
 from oncelog.coordinator.runtime import Completion
 from oncelog.dynamic_config import Entries
+from oncelog.storage.postgres.listening import follow
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +52,7 @@ class PostgresDynamicConfigs:
             self.on_change()
 
     async def _listen(self) -> None:
-        while not self._closed:
-            try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {CONFIGS_CHANNEL}")
-                    await self.refresh()  # what changed while we were not listening
-                    while not self._closed:
-                        async for _notify in connection.notifies(timeout=REFRESH_S):
-                            await self.refresh()
-                        await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # keep trying: a broker must not stay on stale defaults
-                logger.warning("dynamic config listener failed (%r); retrying", error)
-                await asyncio.sleep(1.0)
+        await follow(self._url, CONFIGS_CHANNEL, self.refresh, lambda: self._closed, "dynamic config", REFRESH_S)
 
     def replace(self, entity: str, values: dict[str, str]) -> Completion[OSError | None]:
         completion: Completion[OSError | None] = Completion()

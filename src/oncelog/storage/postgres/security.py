@@ -22,6 +22,7 @@ import psycopg
 from oncelog.coordinator.runtime import Completion
 from oncelog.security.acl import AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType
 from oncelog.security.scram import ScramCredential
+from oncelog.storage.postgres.listening import follow
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +105,7 @@ class PostgresSecurityStore:
             raise AssertionError("unreachable")
 
     async def _listen(self) -> None:
-        while not self._closed:
-            try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {SECURITY_CHANNEL}")
-                    await self.refresh()  # what changed while we were not listening
-                    while not self._closed:
-                        async for _notify in connection.notifies(timeout=REFRESH_S):
-                            await self.refresh()
-                        await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # never give up: a broker that stopped listening would miss revocations
-                logger.warning("security listener failed (%r); retrying", error)
-                await asyncio.sleep(1.0)
+        await follow(self._url, SECURITY_CHANNEL, self.refresh, lambda: self._closed, "security", REFRESH_S)
 
     # --- changes ------------------------------------------------------------------------------------------
 
