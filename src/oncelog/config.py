@@ -266,6 +266,25 @@ def load_properties(path: Path) -> dict[str, str]:
     return properties
 
 
+def redacted_url(url: str) -> str:
+    """A storage URL fit to show a client: no password in the user part, and no query parameter that
+    carries a secret (password, sslpassword, passfile, sslkey...) — only its name."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+    secret = ("password", "passfile", "sslkey", "sslcert", "sslrootcert", "sslcrl", "key")
+    query = urlencode([(name, "***" if any(word in name.lower() for word in secret) else value)
+                       for name, value in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def parse_broker_property(key: str, raw: str) -> tuple[str, Any]:
     """(BrokerConfig field, parsed value) of one broker property; ConfigError if unknown or invalid."""
     if key not in _BROKER_PROPERTIES:

@@ -9,7 +9,7 @@ creates or deletes. Errors are KafkaError with the code Kafka answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from oncelog.config import ConfigError
@@ -177,6 +177,8 @@ def changed_overrides(current: dict[str, str], changes: list[tuple[str, int, str
         kind = kind_of(name)
         if kind is None:
             raise KafkaError(ErrorCode.invalid_config, f"unknown or unchangeable config {name!r}")
+        if value is None and operation != DELETE:  # Kafka's ConfigAdminManager: "Null value not supported"
+            raise KafkaError(ErrorCode.invalid_request, f"Null value not supported for : {name}")
         if operation == SET:
             overrides[name] = value
         elif operation == DELETE:
@@ -187,7 +189,7 @@ def changed_overrides(current: dict[str, str], changes: list[tuple[str, int, str
                                                            "LIST configs only")
             start = overrides[name] if name in overrides else effective(name)
             present = [item for item in (start or "").split(",") if item]
-            given = [item.strip() for item in (value or "").split(",") if item.strip()]
+            given = [item for item in (value or "").split(",") if item]
             items = present + [item for item in given if item not in present] if operation == APPEND else \
                 [item for item in present if item not in given]
             overrides[name] = ",".join(items)
@@ -196,20 +198,31 @@ def changed_overrides(current: dict[str, str], changes: list[tuple[str, int, str
     return overrides
 
 
-def alter_topic_configs(broker: Broker, name: str, overrides: dict[str, str | None], *,
+ConfigChange = Callable[[dict[str, str]], dict[str, str | None]]
+"""From a topic's current overrides to its new ones (raising KafkaError for a bad change)."""
+
+
+def alter_topic_configs(broker: Broker, name: str, change: ConfigChange, *,
                         validate_only: bool = False) -> Completion[KafkaError | None]:
-    """Replace a topic's overrides with `overrides` (validated with Kafka's rules; None values drop out)."""
+    """Apply `change` to a topic's overrides, validated with Kafka's rules (None values drop out). The
+    storage applies it to the overrides it holds at that moment, under its lock (on PostgreSQL a row
+    lock), so two concurrent changes compose instead of one overwriting the other."""
     if name in INTERNAL_TOPICS:
         raise KafkaError(ErrorCode.invalid_request, f"the configs of internal topic {name} are the broker's")
-    if broker.storage.topic(name) is None:
+    info = broker.storage.topic(name)
+    if info is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
-    try:
-        normalised = validate_topic_configs(overrides)
-    except ConfigError as error:
-        raise KafkaError(ErrorCode.invalid_config, str(error)) from error
+
+    def validated(current: Mapping[str, str]) -> TopicConfig:
+        try:
+            return TopicConfig(validate_topic_configs(change(dict(current))))
+        except ConfigError as error:
+            raise KafkaError(ErrorCode.invalid_config, str(error)) from error
+
     if validate_only:
+        validated(info.config.overrides)
         return resolved(None)
     result: Completion[KafkaError | None] = Completion()
-    broker.storage.alter_topic_config(name, TopicConfig(normalised)).on_done(
+    broker.storage.alter_topic_config(name, validated).on_done(
         lambda outcome: result.resolve(outcome if isinstance(outcome, KafkaError) else None))
     return result

@@ -162,3 +162,27 @@ def test_retention_drops_the_index_of_deleted_segments(tmp_path: Path) -> None:
         producer.end(commit=False)
     assert log.apply_retention(10) > 0
     assert all(entry.last_offset >= log.log_start_offset for entry in log.txn_index.entries())
+
+
+def test_a_restart_after_delete_records_does_not_revive_a_committed_transaction(tmp_path: Path) -> None:
+    """Found: the newest producer snapshot predated a COMMIT that DeleteRecords then put below the log
+    start; a restart replayed from the log start, never saw the COMMIT, and the LSO stayed pinned."""
+    log = open_log(tmp_path / "p")
+    producer = Producer(log, 10)
+    plain(log)  # 0
+    producer.send(2)  # 1-2, open
+    log.take_producer_snapshot()  # a snapshot while it is open (as at a segment roll)
+    producer.end(commit=True)  # 3
+    for _ in range(4):
+        plain(log)  # 4..7
+    make_durable(log)
+    assert log.delete_records_before(6) == 6
+    for segment in log.segments:  # a crash: no clean close, the log start offset checkpointed at 6
+        segment.close()
+    reopened = PartitionLog.open(tmp_path / "p", "t", 0, LogConfig(segment_bytes=1 << 20, message_bytes_max=4096),
+                                 local_data_dir(tmp_path), recovery_point=0, log_start_offset=6,
+                                 clean_shutdown=False, now_ms=0)
+    make_durable(reopened)
+    plain(reopened)
+    make_durable(reopened)
+    assert reopened.last_stable_offset == reopened.high_watermark == 9

@@ -101,3 +101,25 @@ def test_varint_round_trip() -> None:
     for value in (0, 1, -1, 63, -64, 64, 2**31 - 1, -(2**31), 2**62):
         encoded = records.encode_varint(value)
         assert records.decode_varint(encoded, 0) == (value, len(encoded))
+
+
+def test_records_are_read_within_their_length_and_checks_skip_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found: a small compressed batch holding one record with millions of empty headers made the broker
+    build every header on the event loop while checking keys or timestamps."""
+    from oncelog.protocol import records as records_module
+    from oncelog.protocol.records import BATCH_HEADER_BYTES, decode_records, encode_record, parse_header
+
+    many = tuple(("", None) for _ in range(50_000))
+    batch = build_batch([(b"k", b"v")], headers=[many])
+    header = parse_header(batch)
+    body = batch[BATCH_HEADER_BYTES:]
+    calls = []
+    original = records_module._decode_bytes
+    monkeypatch.setattr(records_module, "_decode_bytes", lambda *a: calls.append(1) or original(*a))
+    [record] = list(decode_records(body, header, headers=False))
+    assert (record.key, record.value, record.headers, len(calls)) == (b"k", b"v", (), 2)
+    assert len(next(iter(decode_records(body, header))).headers) == 50_000
+    lying = bytearray(encode_record(0, 0, b"k", b"v", (("h", b"x"),)))
+    lying[-5] = 0x7E  # the header count (varint 1 → 63) now claims more headers than the record holds
+    with pytest.raises(ValueError):
+        list(decode_records(bytes(lying), header))

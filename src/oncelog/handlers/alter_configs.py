@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from oncelog.config import ConfigError, broker_property_values
+from oncelog.config import BrokerConfig, ConfigError, broker_property_values
 from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
 from oncelog.dynamic_config import validate as validate_dynamic
@@ -25,7 +25,7 @@ from oncelog.errors import ErrorCode, KafkaError
 from oncelog.protocol.codec import build_response
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import alter_topic_configs, changed_overrides
-from oncelog.topic_config import TOPIC_CONFIGS
+from oncelog.topic_config import TOPIC_CONFIGS, TopicConfig
 
 from .base import AwaitCompletion, RequestContext
 
@@ -34,6 +34,8 @@ VERSIONS = (0, 2)
 INCREMENTAL_API_KEY = 44
 INCREMENTAL_VERSIONS = (0, 1)
 RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
+BUILT_IN, DEFAULTS = TopicConfig(), BrokerConfig()
+"""Kafka's built-in defaults (no override, no configured broker default)."""
 
 
 def _answer(resource: Any, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
@@ -55,17 +57,19 @@ def _alter(context: RequestContext, resource: Any, incremental: bool, validate_o
         return resolved(_answer(resource, ErrorCode.invalid_request, f"unsupported resource type {kind}"))
     if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.TOPIC, name):
         return resolved(_answer(resource, ErrorCode.topic_authorization_failed))
-    info = context.broker.storage.topic(name)
+    changes = [(c.name, int(c.config_operation), c.value) for c in resource.configs] if incremental else []
+    whole = {c.name: c.value for c in resource.configs} if not incremental else {}
+
+    def change(current: dict[str, str]) -> dict[str, str | None]:
+        if incremental:  # APPEND / SUBTRACT start from Kafka's built-in default where nothing is set
+            return changed_overrides(current, changes, lambda config_name: BUILT_IN.value(config_name, DEFAULTS))
+        missing = [config_name for config_name, value in whole.items() if value is None]
+        if missing:
+            raise KafkaError(ErrorCode.invalid_request, f"Null value not supported for : {missing[0]}")
+        return dict(whole)
+
     try:
-        if info is None:
-            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
-        if incremental:
-            overrides = changed_overrides(dict(info.config.overrides), [
-                (c.name, int(c.config_operation), c.value) for c in resource.configs],
-                lambda config_name: info.config.value(config_name, context.broker.config))
-        else:
-            overrides = {c.name: c.value for c in resource.configs}
-        altering = alter_topic_configs(context.broker, name, overrides, validate_only=validate_only)
+        altering = alter_topic_configs(context.broker, name, change, validate_only=validate_only)
     except KafkaError as error:
         return resolved(_answer(resource, error.code, error.message))
     done: Completion[dict[str, Any]] = Completion()
@@ -87,10 +91,13 @@ def _alter_broker(context: RequestContext, resource: Any, incremental: bool,
         if incremental:
             overrides = changed_overrides(
                 current, [(c.name, int(c.config_operation), c.value) for c in resource.configs],
-                lambda name: broker_property_values_by_name(broker.config).get(name) or "",
+                lambda name: broker_property_values_by_name(DEFAULTS).get(name) or "",
                 lambda name: TOPIC_CONFIGS[DYNAMIC_PROPERTIES[name]].kind if name in DYNAMIC_PROPERTIES else None)
         else:
             overrides = {c.name: c.value for c in resource.configs}
+            missing = [name for name, value in overrides.items() if value is None]
+            if missing:
+                raise KafkaError(ErrorCode.invalid_request, f"Null value not supported for : {missing[0]}")
         values = validate_dynamic(overrides)
     except KafkaError as error:
         return resolved(_answer(resource, error.code, error.message))

@@ -4,7 +4,7 @@ Behaviour, per topic as Kafka's: ALTER on the topic or TOPIC_AUTHORIZATION_FAILE
 UNKNOWN_TOPIC_OR_PARTITION; the same or a smaller count → INVALID_PARTITIONS; assignments, when given,
 one per new partition, each one live broker (replication factor 1) → else INVALID_REPLICA_ASSIGNMENT;
 internal topics → INVALID_REQUEST; over max.broker.partitions → POLICY_VIOLATION; a topic named twice
-in one request → INVALID_REQUEST for both; `validate_only` checks and changes nothing. Existing
+in one request → INVALID_REQUEST (one result for the name); `validate_only` checks and changes nothing. Existing
 partitions keep their data; keyed producers start hashing over the new count, as in Kafka.
 """
 
@@ -48,8 +48,9 @@ def _grow(context: RequestContext, topic: Any, validate_only: bool, duplicated: 
 
 def handle(context: RequestContext, request: Any) -> Any:
     counts = Counter(topic.name for topic in request.topics)
+    unique = {topic.name: topic for topic in request.topics}  # one result per name, as Kafka's map
     grown = gather([_grow(context, topic, bool(request.validate_only), counts[topic.name] > 1)
-                    for topic in request.topics])
+                    for topic in unique.values()])
 
     def respond(results: list[dict[str, Any]]) -> Any:
         return build_response(API_KEY, context.api_version, {"throttle_time": 0, "results": results})

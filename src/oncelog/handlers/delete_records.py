@@ -3,10 +3,10 @@ its repartition topics with it; `kafka-delete-records.sh`).
 
 Behaviour, per partition as Kafka's `deleteRecordsOnLocalLog`: DELETE on the topic or
 TOPIC_AUTHORIZATION_FAILED; unknown → UNKNOWN_TOPIC_OR_PARTITION; offset -1 means the high watermark;
-past the high watermark (or below -1) → OFFSET_OUT_OF_RANGE; internal topics → POLICY_VIOLATION (their
-coordinators own them); else the log start offset becomes max(its own, offset), whole segments below
-it are deleted, and the answer carries the new low watermark once that is durable (local storage
-checkpoints it; PostgreSQL commits it).
+past the high watermark (or below -1) → OFFSET_OUT_OF_RANGE; internal topics → INVALID_TOPIC_EXCEPTION;
+a topic whose cleanup.policy lacks `delete` → POLICY_VIOLATION; else the log start offset becomes
+max(its own, offset), whole segments below it are deleted, and the answer carries the new low
+watermark once that is durable (local storage checkpoints it when it moved; PostgreSQL commits it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ API_KEY = 21
 VERSIONS = (0, 2)
 
 
+def _deletable(context: RequestContext, topic: str) -> bool:
+    info = context.broker.storage.topic(topic)
+    return info is None or "delete" in info.config.value("cleanup.policy", context.broker.config).split(",")
+
+
 def handle(context: RequestContext, request: Any) -> Any:
     answers: dict[tuple[str, int], tuple[ErrorCode, int]] = {}
     targets: list[tuple[str, int, int]] = []
@@ -33,7 +38,9 @@ def handle(context: RequestContext, request: Any) -> Any:
             key = (topic.name, int(partition.partition_index))
             if not allowed:
                 answers[key] = (ErrorCode.topic_authorization_failed, -1)
-            elif topic.name in INTERNAL_TOPICS:
+            elif topic.name in INTERNAL_TOPICS:  # Kafka's ReplicaManager.deleteRecordsOnLocalLog
+                answers[key] = (ErrorCode.invalid_topic_exception, -1)
+            elif not _deletable(context, topic.name):  # Partition.deleteRecordsOnLeader: compact-only
                 answers[key] = (ErrorCode.policy_violation, -1)
             elif int(partition.offset) < -1:
                 answers[key] = (ErrorCode.offset_out_of_range, -1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncelog.config import broker_property_of, broker_property_values
+from oncelog.config import broker_property_of, broker_property_values, redacted_url
 from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
 from oncelog.dynamic_config import source as dynamic_source
 from oncelog.errors import ErrorCode
@@ -64,14 +64,6 @@ def _topic_configs(context: RequestContext, name: str, include_synonyms: bool) -
     return entries
 
 
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-
-
 def _broker_configs(context: RequestContext, entity: str) -> list[dict[str, Any]]:
     """The broker's properties (entity: this broker's id), or only the cluster-wide dynamic defaults
     (entity ""), as Kafka describes them, each with its source."""
@@ -88,7 +80,7 @@ def _broker_configs(context: RequestContext, entity: str) -> list[dict[str, Any]
                         "is_sensitive": sensitive})
     for name, shown, is_default in broker_property_values(broker.config):
         # a database URL may carry a password: never shown
-        described = _without_password(shown) if name == "storage" and shown is not None else shown
+        described = redacted_url(shown) if name == "storage" and shown is not None else shown
         origin = dynamic_source(dynamic, broker.config.node_id, name)
         source = {"broker": SOURCE_DYNAMIC_BROKER_CONFIG, "default": SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG}.get(
             origin or "", SOURCE_DEFAULT_CONFIG if is_default else SOURCE_STATIC_BROKER_CONFIG)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from typing import Any
+from urllib.parse import urlsplit
 
 from oncelog.errors import ErrorCode
 from oncelog.protocol.codec import build_response
@@ -28,8 +29,8 @@ VERSIONS = (1, 4)
 def _log_dir(context: RequestContext) -> tuple[str, int, int]:
     config = context.broker.config
     if context.broker.shared is not None:
-        scheme, _, rest = config.storage.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}", -1, -1
+        parts = urlsplit(config.storage)  # the database, not who logs in nor how
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}", -1, -1
     try:
         usage = shutil.disk_usage(config.data_dir)
     except OSError:
@@ -45,7 +46,7 @@ def handle(context: RequestContext, request: Any) -> Any:
     if request.topics is None:
         keys: list[PartitionKey] = [(info.name, index) for info in storage.topics() for index in range(info.partitions)]
     else:
-        keys = [(topic.topic, int(index)) for topic in request.topics for index in topic.partitions]
+        keys = list(dict.fromkeys((topic.topic, int(index)) for topic in request.topics for index in topic.partitions))
     log_dir, total_bytes, usable_bytes = _log_dir(context)
 
     def respond(sizes: list[int]) -> Any:

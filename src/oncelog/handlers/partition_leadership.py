@@ -2,8 +2,9 @@
 ListPartitionReassignments (key 46, version 0), answered as a Kafka cluster whose every partition has
 one replica would answer them (`kafka-leader-election.sh`, `kafka-reassign-partitions.sh`).
 
-- ElectLeaders: ALTER on the cluster; each known partition → ELECTION_NOT_NEEDED (its one replica leads
-  already); unknown → UNKNOWN_TOPIC_OR_PARTITION. `topic_partitions` null means every partition.
+- ElectLeaders: ALTER on the cluster; each named partition → ELECTION_NOT_NEEDED (its one replica leads
+  already), unknown → UNKNOWN_TOPIC_OR_PARTITION; `topic_partitions` null (every partition) lists none,
+  as Kafka lists only the partitions it elected.
 - AlterPartitionReassignments: ALTER on the cluster; replicas equal to the partition's one replica, or
   null (cancel) when none is in progress → NONE for the first, NO_REASSIGNMENT_IN_PROGRESS for the
   second; any other replica set → INVALID_REPLICA_ASSIGNMENT (one copy, placed by the storage).
@@ -31,10 +32,10 @@ def elect_leaders(context: RequestContext, request: Any, api_key: int) -> Any:
         return build_response(api_key, context.api_version, {"throttle_time": 0, "error_code":
                                                              ErrorCode.cluster_authorization_failed,
                                                              "replica_election_results": []})
-    if request.topic_partitions is None:
-        wanted = [(info.name, list(range(info.partitions))) for info in context.broker.storage.topics()]
-    else:
-        wanted = [(t.topic, [int(p) for p in t.partitions]) for t in request.topic_partitions]
+    if request.topic_partitions is None:  # every partition: Kafka lists only those it elected (none here)
+        return build_response(api_key, context.api_version, {"throttle_time": 0, "error_code": ErrorCode.none,
+                                                             "replica_election_results": []})
+    wanted = [(t.topic, [int(p) for p in t.partitions]) for t in request.topic_partitions]
     results = []
     for topic, partitions in wanted:
         results.append({"topic": topic, "partition_result": [

@@ -152,7 +152,7 @@ def _topic_codec(topic: TopicConfig, broker: BrokerConfig, records: bytes,
     level = topic.int_value(f"compression.{wanted}.level", broker) if wanted in ("gzip", "lz4", "zstd") else None
     try:
         records = recompressed(records, header, codec, level)
-    except CompressionError as error:
+    except (CompressionError, ValueError) as error:
         raise KafkaError(ErrorCode.invalid_record, f"cannot read the batch to re-compress it: {error}") from error
     header = parse_header(records)
     limit = topic.int_value("max.message.bytes", broker)

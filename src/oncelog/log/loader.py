@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from oncelog.fs import DataDir
 from oncelog.protocol.records import CONTROL_ABORT, read_marker
 
-from .producer_state import ProducerStateManager, load_latest_snapshot
+from .producer_state import ProducerStateManager, drop_producers_below, load_latest_snapshot
 from .segment import LogSegment
 
 if TYPE_CHECKING:
@@ -95,6 +95,11 @@ def rebuild_producer_state(log: PartitionLog) -> None:
     if state is None or state.last_map_offset < log.log_start_offset:
         state = state or ProducerStateManager()
         state.last_map_offset = max(state.last_map_offset, log.log_start_offset)
+        # Replay starts at the log start, so what happened between the snapshot and it is not seen: a
+        # producer whose last data lies below the log start is dropped, its open transaction with it
+        # (Kafka's ProducerStateManager.truncateAndReload), or a COMMIT below the log start that the
+        # snapshot predates would leave that transaction open forever and pin the LSO.
+        drop_producers_below(state, log.log_start_offset)
     offset = state.last_map_offset
     log.producer_state = state
     log.txn_index.truncate_from(offset)

@@ -337,6 +337,9 @@ class LogManager:
                     PartitionLog.open(directory, topic.name, index, log_config, self.data_dir, recovery_point=0,
                                       log_start_offset=0, clean_shutdown=True, now_ms=now_ms)
                 )
+            # The checkpoints first: one of a deleted topic of the same name must not be applied to these
+            # partitions after a crash (its log start offset would hide their first records).
+            self.write_checkpoints()
             self._write_topics_file()
         except (OSError, RollbackFailed) as error:
             added, topic.partitions[before:] = topic.partitions[before:], []
@@ -356,6 +359,10 @@ class LogManager:
         except OSError as error:
             self._topics[name] = topic
             raise KafkaError(ErrorCode.kafka_storage_error, f"cannot delete topic {name}: {error.strerror}") from error
+        try:  # forget its checkpoint entries too (a new topic of this name writes them again anyway)
+            self.write_checkpoints()
+        except OSError as error:
+            logger.warning("topic=%s deleted; checkpoints not rewritten yet: %s", name, error)
         for log in topic.partitions:
             log.close()
             directory = self._directory / log.name

@@ -532,9 +532,9 @@ class PartitionLog:
             for segment in self._segments:
                 if segment.max_timestamp < timestamp:
                     continue
-                found = segment.find_offset_for_timestamp(timestamp)
+                found = segment.find_offset_for_timestamp(timestamp, self._log_start_offset)
                 if found is not None:
-                    return max(found[0], self._log_start_offset), found[1]
+                    return found
         return None
 
     # --- durability -------------------------------------------------------------------------------

@@ -336,5 +336,13 @@ def delete_snapshots_below(fs: FileSystem, directory: Path, offset: int, keep: I
             fs.unlink(snapshot_path(directory, snapshot_offset))
 
 
+def drop_producers_below(state: ProducerStateManager, log_start_offset: int) -> int:
+    """Forget producers whose last batch lies below the log start offset; how many went."""
+    doomed = [producer_id for producer_id, entry in state.entries.items() if entry.last_offset < log_start_offset]
+    for producer_id in doomed:
+        del state.entries[producer_id]
+    return len(doomed)
+
+
 def iter_entries(state: ProducerStateManager) -> Iterator[ProducerStateEntry]:
     return iter(sorted(state.entries.values(), key=lambda entry: entry.producer_id))

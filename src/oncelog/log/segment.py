@@ -342,7 +342,7 @@ class LogSegment:
             return buffer[start - buffer_position : end - buffer_position], resume_offset
         return self._pread(start, end - start), resume_offset
 
-    def find_offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+    def find_offset_for_timestamp(self, timestamp: int, min_offset: int = 0) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record stamped at or after `timestamp`, as Kafka's
         `LogSegment.findOffsetByTimestamp`: the time index finds the first batch whose max timestamp is
         ≥ it, and that one batch is decoded (`records.first_record_at`)."""
@@ -350,8 +350,8 @@ class LogSegment:
             return None
         position = self._offset_index.lookup(self._time_index.lookup(timestamp))
         for found, header in self._walk(position, self._size):
-            if header.max_timestamp >= timestamp:
-                return first_record_at(self._pread(found, header.size), header, timestamp)
+            if header.max_timestamp >= timestamp and header.last_offset >= min_offset:
+                return first_record_at(self._pread(found, header.size), header, timestamp, min_offset)
         return None
 
     def _pread(self, position: int, size: int) -> bytes:

@@ -344,31 +344,45 @@ def iter_records(data: bytes | memoryview, position: int = 0) -> Iterator[Record
     yield from decode_records(view[position + BATCH_HEADER_BYTES:], header)
 
 
-def decode_records(body: bytes | memoryview, header: BatchHeader) -> Iterator[Record]:
-    """The records of a batch from its (decompressed) records section; ValueError if they run past it."""
+def decode_records(body: bytes | memoryview, header: BatchHeader, *, headers: bool = True) -> Iterator[Record]:
+    """The records of a batch from its (decompressed) records section. Each record must end exactly where
+    its length says (ValueError otherwise), so nothing is read past a record and a header count cannot
+    claim more headers than its bytes hold. `headers=False` skips the headers without reading them (the
+    broker's checks need only keys and timestamps: a record stuffed with millions of empty headers costs
+    them nothing)."""
     view = memoryview(body)
     cursor = 0
     for _ in range(header.record_count):
-        _length, cursor = decode_varint(view, cursor)
+        length, cursor = decode_varint(view, cursor)
+        end = cursor + length
+        if length < 0 or end > len(view):
+            raise ValueError("record length runs past the end of the batch")
+        record = view[:end]
         cursor += 1  # record attributes
-        timestamp_delta, cursor = decode_varint(view, cursor)
-        offset_delta, cursor = decode_varint(view, cursor)
-        key, cursor = _decode_bytes(view, cursor)
-        value, cursor = _decode_bytes(view, cursor)
-        header_count, cursor = decode_varint(view, cursor)
-        if not 0 <= header_count <= len(view):
-            raise ValueError("bad header count")
-        headers = []
-        for _h in range(header_count):
-            header_key, cursor = _decode_bytes(view, cursor)
-            header_value, cursor = _decode_bytes(view, cursor)
-            headers.append(((header_key or b"").decode(errors="replace"), header_value))
+        timestamp_delta, cursor = decode_varint(record, cursor)
+        offset_delta, cursor = decode_varint(record, cursor)
+        key, cursor = _decode_bytes(record, cursor)
+        value, cursor = _decode_bytes(record, cursor)
+        decoded: list[tuple[str, bytes | None]] = []
+        if headers:
+            header_count, cursor = decode_varint(record, cursor)
+            if not 0 <= header_count <= (end - cursor) // 2:  # each header takes at least two bytes
+                raise ValueError("bad header count")
+            for _h in range(header_count):
+                header_key, cursor = _decode_bytes(record, cursor)
+                header_value, cursor = _decode_bytes(record, cursor)
+                decoded.append(((header_key or b"").decode(errors="replace"), header_value))
+            if cursor != end:
+                raise ValueError("record length does not match its fields")
+        elif cursor > end:
+            raise ValueError("record fields run past its length")
+        cursor = end
         yield Record(
             offset=header.base_offset + offset_delta,
             timestamp=header.base_timestamp + timestamp_delta,
             key=key,
             value=value,
-            headers=tuple(headers),
+            headers=tuple(decoded),
         )
 
 
@@ -400,23 +414,24 @@ def visible_batches(records: bytes | memoryview, aborted_transactions: Iterable[
         yield position, header
 
 
-def first_record_at(batch: bytes, header: BatchHeader, timestamp: int) -> tuple[int, int]:
+def first_record_at(batch: bytes, header: BatchHeader, timestamp: int, min_offset: int = 0) -> tuple[int, int]:
     """(offset, timestamp) of the first record of `batch` stamped at or after `timestamp`, whose max
     timestamp is (Kafka's `LogSegment.findOffsetByTimestamp`, which decodes the one batch it lands in).
     LogAppendTime stamps every record with the batch's max timestamp; a batch this process cannot
-    decompress (snappy/lz4/zstd without cramjam) answers its base offset, which still holds the record."""
+    decompress (snappy/lz4/zstd without cramjam) answers its base offset, which still holds the record.
+    Records below `min_offset` (the log start offset) are not candidates, as in Kafka."""
     from oncelog.protocol.compression import CompressionError, decompress
 
     if header.attributes & TIMESTAMP_TYPE_BIT:
-        return header.base_offset, header.max_timestamp
+        return max(header.base_offset, min_offset), header.max_timestamp
     try:
         body = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
-        for record in decode_records(body, header):
-            if record.timestamp >= timestamp:
+        for record in decode_records(body, header, headers=False):
+            if record.timestamp >= timestamp and record.offset >= min_offset:
                 return record.offset, record.timestamp
     except (CompressionError, ValueError):
         pass
-    return header.base_offset, header.max_timestamp
+    return max(header.base_offset, min_offset), header.max_timestamp
 
 
 def first_record_where(batch: bytes, header: BatchHeader, wrong: Callable[[Record], bool]) -> int | None:
@@ -427,7 +442,7 @@ def first_record_where(batch: bytes, header: BatchHeader, wrong: Callable[[Recor
 
     try:
         body = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
-        for index, record in enumerate(decode_records(body, header)):
+        for index, record in enumerate(decode_records(body, header, headers=False)):
             if wrong(record):
                 return index
     except (CompressionError, ValueError):
@@ -437,11 +452,15 @@ def first_record_where(batch: bytes, header: BatchHeader, wrong: Callable[[Recor
 
 def recompressed(batch: bytes, header: BatchHeader, codec: int, level: int | None = None) -> bytes:
     """The client batch re-encoded with codec `codec` (a topic's compression.type other than `producer`,
-    as Kafka's LogValidator does): the records unchanged, every header field kept but the codec bits,
-    the length and the CRC. CompressionError if the batch's own codec cannot be read."""
+    as Kafka's LogValidator does): the records, checked one by one, unchanged; every header field kept
+    but the codec bits, the length and the CRC. CompressionError if the batch's own codec cannot be
+    read, ValueError if its records are malformed."""
     from oncelog.protocol.compression import compress, decompress
 
-    body = compress(codec, decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size]), level)
+    records = decompress(header.compression, batch[BATCH_HEADER_BYTES:header.size])
+    if sum(1 for _record in decode_records(records, header, headers=False)) != header.record_count:
+        raise ValueError("the batch holds fewer records than it says")  # (decode_records checks each one)
+    body = compress(codec, records, level)
     attributes = (header.attributes & ~COMPRESSION_MASK) | codec
     after_crc = struct.pack(">h", attributes) + batch[ATTRIBUTES_POSITION + 2:BATCH_HEADER_BYTES] + body
     return _PREFIX.pack(header.base_offset, len(after_crc) + 4 + 1 + 4, header.partition_leader_epoch) + \

@@ -25,7 +25,7 @@ partition's log grew (long-poll fetches wake on it), whichever broker wrote it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -217,8 +217,10 @@ class Storage(Protocol):
         up to the offset; (error, new low watermark) each. OFFSET_OUT_OF_RANGE past the high watermark."""
         ...
 
-    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
-        """Replace a topic's config overrides (validated by the broker); KafkaError if storage refused."""
+    def alter_topic_config(self, name: str,
+                           change: Callable[[Mapping[str, str]], TopicConfig]) -> Completion[TopicInfo | KafkaError]:
+        """Replace a topic's overrides with `change(current overrides)`, computed from what storage holds at
+        that moment (under its lock); KafkaError if `change` raises one or storage refused."""
         ...
 
     def create_partitions(self, name: str, total: int, now_ms: int) -> Completion[TopicInfo | KafkaError]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from oncelog.coordinator.runtime import Completion, resolved
 from oncelog.errors import ErrorCode, KafkaError
@@ -141,10 +141,14 @@ class LocalStorage:
         except KafkaError as error:
             return resolved(error)
 
-    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
+    def alter_topic_config(self, name: str,
+                           change: Callable[[Mapping[str, str]], TopicConfig]) -> Completion[TopicInfo | KafkaError]:
         self._infos.pop(name, None)
+        topic = self.logs.topic(name)
         try:
-            return resolved(_info(self.logs.alter_topic_config(name, config)))
+            if topic is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+            return resolved(_info(self.logs.alter_topic_config(name, change(topic.config.overrides))))
         except KafkaError as error:
             return resolved(error)
 
@@ -269,6 +273,7 @@ class LocalStorage:
 
     def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
         results: list[tuple[ErrorCode, int]] = []
+        moved = False
         for topic, partition, offset in targets:
             log = self.logs.get(topic, partition)
             if log is None:
@@ -278,11 +283,14 @@ class LocalStorage:
             if not 0 <= target <= log.high_watermark:
                 results.append((ErrorCode.offset_out_of_range, -1))
                 continue
+            before = log.log_start_offset
             try:
                 results.append((ErrorCode.none, log.delete_records_before(target)))
             except KafkaError as error:
                 results.append((error.code, -1))
-        if any(code == ErrorCode.none for code, _start in results):
+                continue
+            moved = moved or log.log_start_offset > before
+        if moved:
             try:  # the new log start offsets survive a crash before they are answered
                 self.logs.write_checkpoints()
             except OSError as error:  # answered as failed: a restart may find the older log start offsets

@@ -173,7 +173,7 @@ class Membership:
                 if not ok:  # put the old member back; this one may try again
                     if group.members.get(new_member_id) is member:
                         self._replace_static_member(group, member, old)
-                    completion.resolve(_error(ErrorCode.coordinator_not_available, member_id=new_member_id))
+                    completion.resolve(_error(ErrorCode.coordinator_not_available, member_id=""))
                     return
                 # The old leader id is answered so the member does not take itself for the leader and
                 # assign again: a Stable group would not hand that assignment out (Kafka does the same).

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -189,21 +189,32 @@ class PostgresStorage:
         self._topics_version += 1
         return info
 
-    def alter_topic_config(self, name: str, config: TopicConfig) -> Completion[TopicInfo | KafkaError]:
-        return self._run(self._alter_topic_config(name, config))
+    def alter_topic_config(self, name: str,
+                           change: Callable[[Mapping[str, str]], TopicConfig]) -> Completion[TopicInfo | KafkaError]:
+        return self._run(self._alter_topic_config(name, change))
 
-    async def _alter_topic_config(self, name: str, config: TopicConfig) -> TopicInfo | KafkaError:
+    async def _alter_topic_config(self, name: str,
+                                  change: Callable[[Mapping[str, str]], TopicConfig]) -> TopicInfo | KafkaError:
         info = self._topics.get(name)
         if info is None:
             return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
         try:
             async with self._reader() as connection, connection.transaction():
+                cursor = await connection.execute(
+                    "SELECT configs, partitions FROM topic WHERE topic_id = %s FOR UPDATE", (info.topic_id,))
+                row = await cursor.fetchone()
+                if row is None:
+                    return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+                current = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+                config = change({str(k): str(v) for k, v in current.items()})  # may raise KafkaError
                 await connection.execute("UPDATE topic SET configs = %s WHERE topic_id = %s",
                                          (json.dumps(dict(config.overrides)), info.topic_id))
                 await connection.execute("SELECT pg_notify(%s, %s)", (TOPICS_CHANNEL, name))
+        except KafkaError as error:
+            return error
         except psycopg.Error as error:
             return KafkaError(ErrorCode.kafka_storage_error, f"cannot change the configs of {name}: {error}")
-        changed = TopicInfo(name, info.topic_id, info.partitions, config)
+        changed = TopicInfo(name, info.topic_id, int(row[1]), config)
         self._topics[name] = changed
         self._by_id[info.topic_id] = changed
         self._topics_version += 1
@@ -218,16 +229,21 @@ class PostgresStorage:
             return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
         try:
             async with self._reader() as connection, connection.transaction():
-                cursor = await connection.execute(
-                    "UPDATE topic SET partitions = %s WHERE topic_id = %s AND partitions < %s RETURNING 1",
-                    (total, info.topic_id, total))
-                if await cursor.fetchone() is None:  # another broker grew it meanwhile
+                cursor = await connection.execute("SELECT partitions FROM topic WHERE topic_id = %s FOR UPDATE",
+                                                  (info.topic_id,))
+                row = await cursor.fetchone()
+                if row is None:
+                    return KafkaError(ErrorCode.unknown_topic_or_partition, f"topic '{name}' does not exist")
+                current = int(row[0])
+                if current >= total:  # another broker grew it meanwhile
                     await self.refresh_topics()
-                    return KafkaError(ErrorCode.invalid_partitions, f"topic '{name}' already has at least {total} "
-                                                                    "partitions")
+                    return KafkaError(ErrorCode.invalid_partitions, f"topic '{name}' already has {current} "
+                                                                    f"partitions")
+                await connection.execute("UPDATE topic SET partitions = %s WHERE topic_id = %s",
+                                         (total, info.topic_id))
                 async with connection.cursor() as inserting:
                     await inserting.executemany("INSERT INTO partition_log (topic_id, partition) VALUES (%s, %s)",
-                                                [(info.topic_id, index) for index in range(info.partitions, total)])
+                                                [(info.topic_id, index) for index in range(current, total)])
                 await connection.execute("SELECT pg_notify(%s, %s)", (TOPICS_CHANNEL, name))
         except psycopg.Error as error:
             return KafkaError(ErrorCode.kafka_storage_error, f"cannot create partitions of {name}: {error}")
@@ -290,19 +306,19 @@ class PostgresStorage:
         return self._run(self._partition_sizes(keys))
 
     async def _partition_sizes(self, keys: list[PartitionKey]) -> list[int]:
-        sizes = []
+        """One grouped query per topic named, however many times its partitions are named."""
+        by_topic: dict[str, dict[int, int]] = {}
         async with self._reader() as connection:
-            for topic, partition in keys:
+            for topic in dict.fromkeys(topic for topic, _partition in keys):
                 info = self._topics.get(topic)
-                if info is None or not 0 <= partition < info.partitions:
-                    sizes.append(-1)
+                if info is None:
                     continue
                 cursor = await connection.execute(
-                    "SELECT coalesce(sum(size), 0) FROM batch WHERE topic_id = %s AND partition = %s",
-                    (info.topic_id, partition))
-                row = await cursor.fetchone()
-                sizes.append(int(row[0]) if row is not None else 0)
-        return sizes
+                    "SELECT partition, sum(size) FROM batch WHERE topic_id = %s GROUP BY partition", (info.topic_id,))
+                sizes = dict.fromkeys(range(info.partitions), 0)
+                sizes.update({int(partition): int(size) for partition, size in await cursor.fetchall()})
+                by_topic[topic] = sizes
+        return [by_topic.get(topic, {}).get(partition, -1) for topic, partition in keys]
 
     def delete_records(self, targets: list[tuple[str, int, int]]) -> Completion[list[tuple[ErrorCode, int]]]:
         return self._run(self._delete_records(targets))
@@ -475,10 +491,10 @@ class PostgresStorage:
         if row is None:
             return FoundOffset(ErrorCode.none)
         payload = bytes(row[0])
-        offset, found_timestamp = first_record_at(payload, parse_header(payload), timestamp)
-        if max(offset, log_start) >= fetchable_end:
+        offset, found_timestamp = first_record_at(payload, parse_header(payload), timestamp, log_start)
+        if offset >= fetchable_end:
             return FoundOffset(ErrorCode.none)
-        return FoundOffset(ErrorCode.none, max(offset, log_start), found_timestamp)
+        return FoundOffset(ErrorCode.none, offset, found_timestamp)
 
     def partition_offsets(self, keys: list[PartitionKey]) -> Completion[list[PartitionOffsets]]:
         return self._run(self._partition_offsets(keys))
