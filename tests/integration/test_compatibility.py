@@ -611,3 +611,34 @@ def test_a_recreated_topic_keeps_its_records_after_a_sigkill(tmp_path: Any) -> N
             consumer.close()
     finally:
         broker.terminate()
+
+
+def test_group_configs_are_described_altered_and_validated(oncelog_broker: str) -> None:
+    """Kafka 4's group configs (resource type GROUP) were unknown: described with their defaults, set per
+    group with Kafka's ranges, kept durably."""
+    from oncelog.client import KafkaClient
+
+    with KafkaClient(oncelog_broker) as client:
+        def describe() -> dict[str, tuple[str, int]]:
+            response = client.request(32, 4, {"resources": [{"resource_type": 32, "resource_name": "payments",
+                                                             "configuration_keys": None}],
+                                              "include_synonyms": False, "include_documentation": False})
+            [result] = response.results
+            assert result.error_code == ErrorCode.none
+            return {c.name: (c.value, int(c.config_source)) for c in result.configs}
+
+        def alter(name: str, value: str | None, operation: int = 0) -> ErrorCode:
+            response = client.request(44, 1, {"validate_only": False, "resources": [{
+                "resource_type": 32, "resource_name": "payments",
+                "configs": [{"name": name, "config_operation": operation, "value": value}]}]})
+            return ErrorCode(int(response.responses[0].error_code))
+
+        assert describe()["consumer.session.timeout.ms"] == ("45000", 5)  # the default
+        assert alter("consumer.session.timeout.ms", "50000") == ErrorCode.none
+        assert describe()["consumer.session.timeout.ms"] == ("50000", 8)  # GROUP_CONFIG
+        assert alter("consumer.session.timeout.ms", "1000") == ErrorCode.invalid_config  # below 45000
+        assert alter("share.isolation.level", "read_committed") == ErrorCode.none
+        assert alter("no.such.config", "1") == ErrorCode.invalid_config
+        assert alter("consumer.session.timeout.ms", None, operation=1) == ErrorCode.none
+        assert describe()["consumer.session.timeout.ms"] == ("45000", 5)
+        assert describe()["share.isolation.level"] == ("read_committed", 8)

@@ -52,6 +52,11 @@ def test_kafka_topics_and_configs(kafka_java: KafkaJava, oncelog_broker: str, to
     assert refused.returncode != 0 and "num.partitions" in refused.stdout + refused.stderr
     _ok(kafka_java.run(CONFIGS, *server, "--alter", "--entity-type", "brokers", "--entity-default",
                        "--delete-config", "log.retention.ms"))
+    _ok(kafka_java.run(CONFIGS, *server, "--alter", "--entity-type", "groups", "--entity-name", "billing",
+                       "--add-config", "consumer.heartbeat.interval.ms=6000"))
+    groups = _ok(kafka_java.run(CONFIGS, *server, "--describe", "--entity-type", "groups", "--entity-name",
+                                "billing"))
+    assert "consumer.heartbeat.interval.ms=6000" in groups
     _ok(kafka_java.run(TOPICS, *server, "--delete", "--topic", topic_name))
     deadline = time.monotonic() + 10
     while topic_name in _ok(kafka_java.run(TOPICS, *server, "--list")).split() and time.monotonic() < deadline:

@@ -9,12 +9,14 @@ overrides are durable (topics.json, or the database) before the answer, and appl
 once (segment size and age, retention, max.message.bytes, timestamps, cleanup policy). Broker
 resources are dynamic broker configs (dynamic_config.py): ALTER_CONFIGS on the cluster; the entity is
 "" (the cluster-wide default) or a broker id; only the log defaults that topic configs inherit may
-change (else INVALID_CONFIG); durable before the answer, applied at once by every broker.
+change (else INVALID_CONFIG); durable before the answer, applied at once by every broker. Group
+resources (type 32) are Kafka 4's group configs (group_config.py): ALTER_CONFIGS on the group.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from oncelog.config import BrokerConfig, ConfigError, broker_property_values
@@ -22,6 +24,9 @@ from oncelog.coordinator.runtime import Completion, gather, resolved
 from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
 from oncelog.dynamic_config import validate as validate_dynamic
 from oncelog.errors import ErrorCode, KafkaError
+from oncelog.group_config import ENTITY_PREFIX as GROUP_ENTITY_PREFIX
+from oncelog.group_config import GROUP_CONFIGS
+from oncelog.group_config import validate as validate_group_configs
 from oncelog.protocol.codec import build_response
 from oncelog.security.acl import Operation, ResourceType
 from oncelog.topic_admin import alter_topic_configs, changed_overrides
@@ -33,7 +38,7 @@ API_KEY = 33
 VERSIONS = (0, 2)
 INCREMENTAL_API_KEY = 44
 INCREMENTAL_VERSIONS = (0, 1)
-RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
+RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_GROUP = 2, 4, 32
 BUILT_IN, DEFAULTS = TopicConfig(), BrokerConfig()
 """Kafka's built-in defaults (no override, no configured broker default)."""
 
@@ -53,6 +58,10 @@ def _alter(context: RequestContext, resource: Any, incremental: bool, validate_o
         if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.CLUSTER):
             return resolved(_answer(resource, ErrorCode.cluster_authorization_failed))
         return _alter_broker(context, resource, incremental, validate_only)
+    if kind == RESOURCE_GROUP:
+        if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.GROUP, name):
+            return resolved(_answer(resource, ErrorCode.group_authorization_failed))
+        return _alter_group(context, resource, incremental, validate_only)
     if kind != RESOURCE_TOPIC:
         return resolved(_answer(resource, ErrorCode.invalid_request, f"unsupported resource type {kind}"))
     if not context.allowed(Operation.ALTER_CONFIGS, ResourceType.TOPIC, name):
@@ -86,27 +95,46 @@ def _alter_broker(context: RequestContext, resource: Any, incremental: bool,
     known = {str(node.node_id) for node in broker.cluster.brokers()} | {str(broker.config.node_id)}
     if entity != CLUSTER_DEFAULT and entity not in known:
         return resolved(_answer(resource, ErrorCode.invalid_request, f"no broker {entity!r}"))
-    current = broker.dynamic_configs.entries().get(entity, {})
+    return _alter_stored(context, resource, entity, incremental, validate_only,
+                         lambda name: broker_property_values_by_name(DEFAULTS).get(name) or "",
+                         lambda name: TOPIC_CONFIGS[DYNAMIC_PROPERTIES[name]].kind if name in DYNAMIC_PROPERTIES
+                         else None, validate_dynamic)
+
+
+def _alter_group(context: RequestContext, resource: Any, incremental: bool,
+                 validate_only: bool) -> Completion[dict[str, Any]]:
+    """Kafka 4's group configs (group_config.py), kept with the dynamic configs under `group:<id>`."""
+    return _alter_stored(context, resource, GROUP_ENTITY_PREFIX + resource.resource_name, incremental, validate_only,
+                         lambda name: GROUP_CONFIGS[name].default,
+                         lambda name: GROUP_CONFIGS[name].kind if name in GROUP_CONFIGS else None,
+                         validate_group_configs)
+
+
+def _alter_stored(context: RequestContext, resource: Any, entity: str, incremental: bool, validate_only: bool,
+                  default_of: Callable[[str], str], kind_of: Callable[[str], str | None],
+                  validate: Callable[[dict[str, str | None]], dict[str, str]]) -> Completion[dict[str, Any]]:
+    """Change one entity of the dynamic config store: the whole set (AlterConfigs) or by operations
+    (IncrementalAlterConfigs, APPEND/SUBTRACT starting from `default_of`), checked by `validate`."""
+    store = context.broker.dynamic_configs
+    current = store.entries().get(entity, {})
     try:
         if incremental:
             overrides = changed_overrides(
-                current, [(c.name, int(c.config_operation), c.value) for c in resource.configs],
-                lambda name: broker_property_values_by_name(DEFAULTS).get(name) or "",
-                lambda name: TOPIC_CONFIGS[DYNAMIC_PROPERTIES[name]].kind if name in DYNAMIC_PROPERTIES else None)
+                current, [(c.name, int(c.config_operation), c.value) for c in resource.configs], default_of, kind_of)
         else:
             overrides = {c.name: c.value for c in resource.configs}
             missing = [name for name, value in overrides.items() if value is None]
             if missing:
                 raise KafkaError(ErrorCode.invalid_request, f"Null value not supported for : {missing[0]}")
-        values = validate_dynamic(overrides)
+        values = validate(overrides)
     except KafkaError as error:
         return resolved(_answer(resource, error.code, error.message))
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
         return resolved(_answer(resource, ErrorCode.invalid_config, str(error)))
     if validate_only:
         return resolved(_answer(resource, ErrorCode.none))
     done: Completion[dict[str, Any]] = Completion()
-    broker.dynamic_configs.replace(entity, values).on_done(lambda error: done.resolve(
+    store.replace(entity, values).on_done(lambda error: done.resolve(
         _answer(resource, ErrorCode.none) if error is None else
         _answer(resource, ErrorCode.kafka_storage_error, str(error))))
     return done

@@ -7,6 +7,8 @@ Behaviour:
 - BROKER resources (type 4) named by our node id (or "" for the default): the broker's properties by
   Kafka's names in Kafka's syntax, read only, source DEFAULT_CONFIG when at the default, else
   STATIC_BROKER_CONFIG. Another id → INVALID_REQUEST.
+- GROUP resources (type 32, Kafka 4's group configs): each with the group's override (source
+  GROUP_CONFIG) or its default; DESCRIBE_CONFIGS on the group.
 - `configuration_keys` filters the list; other resource types → INVALID_REQUEST.
 """
 
@@ -18,6 +20,8 @@ from oncelog.config import broker_property_of, broker_property_values, redacted_
 from oncelog.dynamic_config import CLUSTER_DEFAULT, DYNAMIC_PROPERTIES
 from oncelog.dynamic_config import source as dynamic_source
 from oncelog.errors import ErrorCode
+from oncelog.group_config import ENTITY_PREFIX as GROUP_ENTITY_PREFIX
+from oncelog.group_config import GROUP_CONFIGS
 from oncelog.protocol.codec import build_response
 from oncelog.security import settings as security_settings
 from oncelog.security.acl import Operation, ResourceType
@@ -31,6 +35,8 @@ VERSIONS = (1, 4)
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 SOURCE_TOPIC_CONFIG = 1
+RESOURCE_GROUP = 32
+SOURCE_GROUP_CONFIG = 8
 SOURCE_DYNAMIC_BROKER_CONFIG = 2
 SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG = 3
 SOURCE_STATIC_BROKER_CONFIG = 4
@@ -88,6 +94,15 @@ def _broker_configs(context: RequestContext, entity: str) -> list[dict[str, Any]
     return entries
 
 
+def _group_configs(context: RequestContext, group_id: str) -> list[dict[str, Any]]:
+    """Kafka 4's group configs: the group's overrides (GROUP_CONFIG) or the defaults (group_config.py)."""
+    overrides = context.broker.dynamic_configs.entries().get(GROUP_ENTITY_PREFIX + group_id, {})
+    return [{**_entry(name, overrides.get(name, spec.default),
+                      SOURCE_GROUP_CONFIG if name in overrides else SOURCE_DEFAULT_CONFIG, read_only=False),
+             "config_type": _CONFIG_TYPES.get(spec.kind, 0)}
+            for name, spec in sorted(GROUP_CONFIGS.items())]
+
+
 def _entry(name: str, value: str | None, source: int, read_only: bool = True) -> dict[str, Any]:
     return {"name": name, "value": value, "read_only": read_only, "config_source": source,
             "is_default": source == SOURCE_DEFAULT_CONFIG, "is_sensitive": False, "synonyms": [],
@@ -116,6 +131,11 @@ def handle(context: RequestContext, request: Any) -> Any:
                 result["configs"] = _topic_configs(context, resource.resource_name, include_synonyms)
         elif resource_type == RESOURCE_BROKER and resource.resource_name in ("", str(context.broker.config.node_id)):
             result["configs"] = _broker_configs(context, resource.resource_name)
+        elif resource_type == RESOURCE_GROUP:
+            if not context.allowed(Operation.DESCRIBE_CONFIGS, ResourceType.GROUP, resource.resource_name):
+                result.update(error_code=ErrorCode.group_authorization_failed, error_message="Authorization failed.")
+            else:
+                result["configs"] = _group_configs(context, resource.resource_name)
         else:
             result.update(error_code=ErrorCode.invalid_request,
                           error_message=f"unsupported resource {resource_type}:{resource.resource_name}")
