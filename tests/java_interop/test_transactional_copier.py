@@ -7,7 +7,6 @@ once."""
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import time
@@ -42,6 +41,18 @@ def _copier(kafka_java: KafkaJava, bootstrap: str, partition: int) -> subprocess
                             "10000", "--enable-random-aborts", "--use-group-metadata")
 
 
+def _output_end(bootstrap: str) -> int:
+    """Offsets written to the output so far (records, markers, aborted ones: progress, not a result)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "progress", "log_level": 0})
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition("output", p), timeout=10)[1]
+                   for p in range(PARTITIONS))
+    except Exception:  # the broker is restarting: no progress to report yet
+        return 0
+    finally:
+        consumer.close()
+
+
 def _committed_output(bootstrap: str, expected: int) -> Counter[bytes]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "audit", "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.partition.eof": True, "log_level": 0})
@@ -62,7 +73,6 @@ def _committed_output(bootstrap: str, expected: int) -> Counter[bytes]:
 
 def test_killed_copiers_and_a_killed_broker_copy_every_record_exactly_once(kafka_java: KafkaJava,
                                                                             tmp_path: Path) -> None:
-    rng = random.Random(20261208)
     port = _free_port()
     broker = BrokerProcess(tmp_path / "data", {"listeners": f"PLAINTEXT://127.0.0.1:{port}",
                                                "group.initial.rebalance.delay.ms": "0"})
@@ -80,7 +90,11 @@ def test_killed_copiers_and_a_killed_broker_copy_every_record_exactly_once(kafka
         copiers = {p: _copier(kafka_java, bootstrap, p) for p in range(PARTITIONS)}
         killed = 0
         for bounce in range(3):
-            time.sleep(rng.uniform(1.5, 3.0))
+            # Kill in the middle of the work: once the copiers have moved a little further.
+            target = (bounce + 1) * PARTITIONS * PER_PARTITION // 5
+            deadline = time.monotonic() + 60
+            while _output_end(bootstrap) < target and time.monotonic() < deadline:
+                time.sleep(0.05)
             if bounce == 1:  # the broker once: acknowledged transactions must survive it
                 broker.kill()
                 broker.start()
@@ -90,7 +104,7 @@ def test_killed_copiers_and_a_killed_broker_copy_every_record_exactly_once(kafka
                     copier.wait(30)
                     killed += 1
                     copiers[partition] = _copier(kafka_java, bootstrap, partition)
-        assert killed >= 3, "the copiers finished before they could be killed: give them more to copy"
+        assert killed >= 4, "the copiers finished before they could be killed: give them more to copy"
         for partition, copier in copiers.items():
             try:
                 stdout, stderr = copier.communicate(timeout=180)

@@ -171,8 +171,9 @@ def test_ipv6_hosts_match_in_either_spelling() -> None:
 
 
 def test_a_database_password_is_never_described() -> None:
-    from oncelog.handlers.describe_configs import _without_password
+    from oncelog.config import redacted_url
 
-    assert _without_password("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
-    assert _without_password("postgresql://app@db/x") == "postgresql://app@db/x"
-    assert _without_password("local") == "local"
+    assert redacted_url("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert redacted_url("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert redacted_url("local") == "local"
+    assert redacted_url("postgresql://db/x?password=s3cret") == "postgresql://db/x?password=***"

@@ -103,10 +103,3 @@ def test_one_fetch_inflates_at_most_its_budget_and_the_rest_comes_next(monkeypat
     records, position = reader._records(SimpleNamespace(records=second, aborted_transactions=None), 1)
     assert [r.offset for r in records] == [1] and position == 2
 
-
-def test_storage_urls_are_shown_without_their_secrets() -> None:
-    from oncelog.config import redacted_url
-
-    assert redacted_url("postgresql://app:s3cret@db:5432/log?sslmode=require&password=x&sslpassword=y") == \
-        "postgresql://app:***@db:5432/log?sslmode=require&password=***&sslpassword=***"
-    assert redacted_url("postgresql://app@db/log") == "postgresql://app@db/log"

@@ -445,7 +445,9 @@ def shrink(result: Result, budget: int = 60, progress: Callable[[str], None] = l
                 break
             trial = suppressed | frozenset(active[start:start + size])
             found = attempt(best.options, trial)
-            if found is not None:
+            # Fewer faults can mean more activity (a fault that stopped a start no longer does): only a
+            # trace no longer than the best one so far is progress.
+            if found is not None and len(found.trace) <= len(best.trace):
                 best, suppressed, reduced = found, trial, True
                 progress(f"fails with {len(best.faults)} faults")
                 break
