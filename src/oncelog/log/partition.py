@@ -38,7 +38,7 @@ offset of the oldest open one (a transaction whose marker is not durable yet sti
 `unreplicatedTxns`); aborted transactions go to the `.txnindex` (transaction_index.py).
 Opening and recovery live in loader.py (Kafka's `LogLoader`); compaction in cleaner.py.
 
-Why this module is long (~680 lines): appends, rolls, the recovery point, the producer state and the
+Why this module is long (~700 lines): appends, rolls, the recovery point, the producer state and the
 last stable offset share one set of invariants (log start ≤ LSO ≤ high watermark ≤ log end, producer
 state in step with the segments) that every mutating method must keep together; what could leave
 without splitting an invariant across files already has (loading, cleaning, indexes, the txnindex).
@@ -53,7 +53,7 @@ offline: every later request for it gets KAFKA_STORAGE_ERROR until the broker re
 from what is on disk. Nothing acknowledged is lost either way: acks=all waits for an fsync that
 succeeded, and recovery keeps every whole batch.
 
-Why one module of ~680 lines: every operation that changes the segment list (append, roll, marker,
+Why one module of ~700 lines: every operation that changes the segment list (append, roll, marker,
 retention, segment replacement by the cleaner, truncation) must run inside the same `_changing` rollback
 over the same private state (segments, log start, producer state, recovery point); splitting them would
 expose that state to several modules and spread the rollback rule over them. What stands apart already

@@ -49,13 +49,7 @@ async def retain(connection: psycopg.AsyncConnection[Any], topic_id: uuid.UUID, 
         if kept is None or kept[0] is None or kept[0] <= row[0]:
             return None
         start = int(kept[0])
-        key = (topic_id, partition, start)
-        await connection.execute("DELETE FROM batch WHERE topic_id = %s AND partition = %s AND base_offset < %s", key)
-        await connection.execute(
-            "DELETE FROM aborted_txn WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
-        await connection.execute(
-            "UPDATE partition_log SET log_start_offset = %s WHERE topic_id = %s AND partition = %s",
-            (start, topic_id, partition))
+        await _move_log_start(connection, topic_id, partition, start)
         return start
 
 
@@ -76,11 +70,18 @@ async def delete_records(connection: psycopg.AsyncConnection[Any], topic_id: uui
             return ErrorCode.offset_out_of_range, -1
         if target <= log_start:
             return ErrorCode.none, log_start
-        key = (topic_id, partition, target)
-        await connection.execute("DELETE FROM batch WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
-        await connection.execute(
-            "DELETE FROM aborted_txn WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
-        await connection.execute(
-            "UPDATE partition_log SET log_start_offset = %s WHERE topic_id = %s AND partition = %s",
-            (target, topic_id, partition))
+        await _move_log_start(connection, topic_id, partition, target)
         return ErrorCode.none, target
+
+
+async def _move_log_start(connection: psycopg.AsyncConnection[Any], topic_id: uuid.UUID, partition: int,
+                          start: int) -> None:
+    """Inside the caller's transaction (the partition row locked): drop the batches and aborted
+    transactions wholly below `start` and make it the log start offset. (Retention's `start` is a batch's
+    base offset, so "ends below it" and "begins below it" are the same batches there.)"""
+    key = (topic_id, partition, start)
+    await connection.execute("DELETE FROM batch WHERE topic_id = %s AND partition = %s AND last_offset < %s", key)
+    await connection.execute("DELETE FROM aborted_txn WHERE topic_id = %s AND partition = %s AND last_offset < %s",
+                             key)
+    await connection.execute("UPDATE partition_log SET log_start_offset = %s WHERE topic_id = %s AND partition = %s",
+                             (start, topic_id, partition))

@@ -9,6 +9,10 @@ the stored batches below the bound; read_committed reads stop at the LSO (the fi
 oldest open transaction on the partition) and carry the aborted transactions from `aborted_txn`,
 exactly as the local `.txnindex` gives them (Tansu answers an empty list: aborted data then shows).
 A NOTIFY from any broker's commit wakes this broker's long-poll fetches.
+
+Why one module of ~600 lines: it is the `Storage` protocol's one PostgreSQL implementation, verb by verb
+(topics, appends, reads, offsets, producers, records, sizes); the SQL that is a concept of its own
+already lives beside it (`writer`, `retention`, `transactions`, `groups`, `security`).
 """
 
 from __future__ import annotations
